@@ -1,0 +1,121 @@
+"""Migrations and the query registry against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+
+from worker import errors, migrations, store
+from worker.queries import QUERIES
+
+
+async def test_migrations_apply_on_an_empty_database_then_do_nothing(empty_dsn: str) -> None:
+    db = await store.connect(empty_dsn)
+    try:
+        applied = await migrations.migrate(db)
+        assert [m.version for m in applied] == [m.version for m in migrations.discover()]
+        assert await migrations.migrate(db) == []
+        tables = {
+            r["tablename"]
+            for r in await db.pool.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+        }
+        assert {"job_queue", "job_runs", "job_schedules", "worker_migrations"} <= tables
+        rls = await db.pool.fetch(
+            "SELECT relname, relrowsecurity FROM pg_class WHERE relname IN "
+            "('job_queue', 'job_runs', 'job_schedules')"
+        )
+        assert all(r["relrowsecurity"] for r in rls) and len(rls) == 3
+    finally:
+        await db.close()
+
+
+async def test_concurrent_migrations_apply_each_version_once(empty_dsn: str) -> None:
+    dbs = [await store.connect(empty_dsn) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(migrations.migrate(db) for db in dbs))
+        assert sorted(len(r) for r in results) == [0, 0, 0, len(migrations.discover())]
+        count = await dbs[0].pool.fetchval("SELECT count(*) FROM worker_migrations")
+        assert count == len(migrations.discover())
+    finally:
+        for db in dbs:
+            await db.close()
+
+
+def test_two_migrate_processes_at_once(empty_dsn: str) -> None:
+    env = {**os.environ, "DATABASE_URL": empty_dsn, "WORKER_LOG_FORMAT": "json"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "worker", "migrate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    applied = sorted((out for out, _ in outputs), key=len)
+    assert applied[0].strip() == '{"applied": []}'
+    assert '"0001_job_queue"' in applied[1]
+
+
+async def test_an_edited_migration_is_refused(empty_dsn: str) -> None:
+    db = await store.connect(empty_dsn)
+    try:
+        await migrations.migrate(db)
+        edited = [
+            store.Migration(m.version, m.name, m.sql + "\n-- edited", "different")
+            for m in migrations.discover()
+        ]
+        with pytest.raises(errors.MigrationError, match="was changed after it was applied"):
+            await db.apply_migrations(edited)
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+async def test_every_named_query_prepares(db: store.Store, name: str) -> None:
+    async with db.pool.acquire() as conn:
+        await conn.prepare(QUERIES[name])
+
+
+async def test_supabase_grants_apply_only_where_roles_exist(empty_dsn: str) -> None:
+    db = await store.connect(empty_dsn)
+    roles = ("anon", "authenticated", "service_role")
+    try:
+        existing = {
+            r["rolname"]
+            for r in await db.pool.fetch(
+                "SELECT rolname FROM pg_roles WHERE rolname = ANY($1)", list(roles)
+            )
+        }
+        for role in set(roles) - existing:
+            await db.pool.execute(f"CREATE ROLE {role} NOLOGIN")
+        await migrations.migrate(db)
+        can = await db.pool.fetchrow(
+            "SELECT has_table_privilege('service_role', 'job_queue', 'INSERT') AS service_insert,"
+            " has_table_privilege('authenticated', 'job_runs', 'SELECT') AS auth_read_runs,"
+            " has_table_privilege('authenticated', 'job_queue', 'SELECT') AS auth_read_queue,"
+            " has_table_privilege('anon', 'job_runs', 'SELECT') AS anon_read_runs,"
+            " has_function_privilege('anon', 'job_queue_enqueue(text,jsonb,timestamptz,text,"
+            "integer,integer,text)', 'EXECUTE') AS anon_enqueue,"
+            " has_function_privilege('service_role', 'job_queue_enqueue(text,jsonb,timestamptz,"
+            "text,integer,integer,text)', 'EXECUTE') AS service_enqueue"
+        )
+        assert dict(can) == {
+            "service_insert": True,
+            "auth_read_runs": True,
+            "auth_read_queue": False,
+            "anon_read_runs": False,
+            "anon_enqueue": False,
+            "service_enqueue": True,
+        }
+    finally:
+        await db.close()

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import pytest
+
+from worker import queries
+
+
+def test_parse_splits_by_name_and_drops_comments() -> None:
+    text = "-- name: a\n-- what a does\nSELECT 1;\n\n-- name: b_2\nSELECT\n  2;\n"
+    assert queries.parse(text) == {"a": "SELECT 1;", "b_2": "SELECT\n  2;"}
+
+
+def test_duplicate_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="defined twice"):
+        queries.parse("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+
+
+def test_empty_query_is_refused() -> None:
+    with pytest.raises(ValueError, match="without SQL"):
+        queries.parse("-- name: a\n-- only a comment\n-- name: b\nSELECT 1;\n")
+
+
+def test_registry_holds_the_engine_queries() -> None:
+    assert {"claim_jobs", "finish_jobs", "enqueue_job", "status_counts"} <= set(queries.QUERIES)
+    assert all("{" not in sql for sql in queries.QUERIES.values())  # no templated SQL

@@ -1,0 +1,127 @@
+"""Settings, read once from the environment and validated at start.
+
+Every setting is an environment variable `WORKER_<NAME>` except the two that platforms name
+themselves: `DATABASE_URL` and `SENTRY_DSN`. A bad value stops the worker with one line
+naming the variable (`load()` raises `errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker import errors
+
+_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """The worker's configuration. Field names map to `WORKER_<FIELD>` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WORKER_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "WORKER_DATABASE_URL")
+    )
+    """PostgreSQL URL. Unset: an embedded PostgreSQL under `embedded_dir` (zero-config)."""
+    sentry_dsn: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SENTRY_DSN", "WORKER_SENTRY_DSN")
+    )
+
+    queues: Annotated[list[str], NoDecode] = ["default"]
+    """Queues this worker claims from, comma-separated."""
+    concurrency: int = Field(default=20, ge=1, le=10_000)
+    """Jobs run at once by this process."""
+    claim_batch: int = Field(default=100, ge=1, le=10_000)
+    """Most jobs taken by one claim statement (also bounded by free slots)."""
+    pool_size: int = Field(default=10, ge=2, le=1000)
+    """Database connections in the worker's pool (claims, writes and handlers share it)."""
+    poll_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    """Safety-net poll when no NOTIFY arrives."""
+    lease_s: float = Field(default=60.0, ge=1, le=86_400)
+    """How long a claimed job is ours before another worker may rescue it."""
+    shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
+    retry_base_s: float = Field(default=2.0, ge=0, le=86_400)
+    retry_cap_s: float = Field(default=3600.0, ge=0, le=30 * 86_400)
+    default_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    """Handler timeout when the handler does not declare one."""
+    handler_modules: Annotated[list[str], NoDecode] = ["handlers"]
+    """Python modules imported at start; importing them registers their handlers."""
+    worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=200)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """`auto`: readable console lines in a terminal, JSON lines otherwise."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    embedded_dir: Path = Path(".worker")
+    """Where the embedded PostgreSQL keeps its data when DATABASE_URL is unset."""
+    auto_migrate: bool = False
+    """Apply pending migrations at start (always on for the embedded database)."""
+
+    @field_validator("queues", "handler_modules", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _check_queues(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one queue is required")
+        bad = [q for q in value if not re.match(_NAME_PATTERN, q)]
+        if bad:
+            raise ValueError(f"invalid queue name(s) {bad}: use 1-64 of A-Z a-z 0-9 _ . : -")
+        return list(dict.fromkeys(value))
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = value.get_secret_value().split("://", 1)[0]
+        if scheme not in ("postgres", "postgresql"):
+            raise ValueError("must start with postgresql:// or postgres://")
+        return value
+
+
+_SECRET_FIELDS = {"database_url", "sentry_dsn"}
+_ALIASES = {
+    alias: name
+    for name in _SECRET_FIELDS
+    for alias in ("DATABASE_URL", "WORKER_DATABASE_URL", "SENTRY_DSN", "WORKER_SENTRY_DSN")
+    if alias.removeprefix("WORKER_").lower() == name
+}
+
+
+def _variable(field: str) -> str:
+    if field == "database_url":
+        return "DATABASE_URL"
+    if field == "sentry_dsn":
+        return "SENTRY_DSN"
+    return f"WORKER_{field.upper()}"
+
+
+def load(**overrides: Any) -> Settings:
+    """Read settings from the environment (overrides win); raise ConfigError on a bad value."""
+    try:
+        return Settings(**overrides)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        field = _ALIASES.get(field, field)
+        message = first["msg"].removeprefix("Value error, ")
+        shown = "" if field in _SECRET_FIELDS else f" (got {first.get('input')!r})"
+        raise errors.ConfigError(f"{_variable(field)}: {message}{shown}") from None

@@ -1,0 +1,63 @@
+"""Every exception the worker defines.
+
+    WorkerError
+    ├── ConfigError          a setting is missing or invalid; the worker stops at start
+    ├── MigrationError       the schema cannot be brought up to date
+    ├── UnknownTask          no handler is registered under a task type
+    ├── DuplicateHandler     a task type was registered twice
+    └── JobError             raised by or on behalf of a handler
+        ├── PermanentJobError    never retried: bad payload, unknown entity
+        ├── RetryLater           retry after `delay_s` seconds (rate limits, not-yet-ready)
+        └── JobTimeout           the handler ran past its timeout (retried)
+
+Handlers raise `PermanentJobError` or `RetryLater`; any other exception is retried with
+exponential backoff until the job's attempts run out.
+"""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Base of every error the worker raises on purpose."""
+
+
+class ConfigError(WorkerError):
+    """A setting is missing or invalid."""
+
+
+class MigrationError(WorkerError):
+    """The database schema cannot be migrated (or was changed behind our back)."""
+
+
+class UnknownTask(WorkerError):
+    """No handler is registered under this task type."""
+
+
+class DuplicateHandler(WorkerError):
+    """A task type was registered twice."""
+
+
+class JobError(WorkerError):
+    """Raised by a handler, or on its behalf, to steer what happens to the job."""
+
+
+class PermanentJobError(JobError):
+    """The job can never succeed (bad payload, unknown entity): fail it now, no retry."""
+
+
+class RetryLater(JobError):
+    """Try again after `delay_s` seconds; the attempt counts toward max_attempts."""
+
+    def __init__(self, message: str = "retry later", *, delay_s: float) -> None:
+        if delay_s < 0:
+            raise ValueError("delay_s must be >= 0")
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class JobTimeout(JobError):
+    """The handler ran longer than its timeout."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"handler timed out after {timeout_s:g}s")
+        self.timeout_s = timeout_s

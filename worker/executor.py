@@ -1,0 +1,194 @@
+"""Run one claimed job under its timeout and classify what happened into one Outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import anyio
+import pydantic
+
+from worker import backoff, errors, store
+from worker.clock import Clock
+from worker.registry import Handler, JobContext, JobResult
+
+Kind = Literal["succeeded", "retry", "failed", "cancelled"]
+
+_MAX_ERROR_CHARS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed row of job_queue, as the executor sees it."""
+
+    id: int
+    queue: str
+    task_type: str
+    payload: Any
+    attempt: int
+    max_attempts: int
+    run_type: str
+    schedule_name: str | None
+    requested_by: UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What an exception (or its absence) means for the job."""
+
+    kind: Kind
+    reason: str
+    error: str | None = None
+    retry_delay_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    job: Job
+    verdict: Verdict
+    result: JobResult | None
+    started_at: datetime
+    duration_ms: int
+
+    @property
+    def kind(self) -> Kind:
+        return self.verdict.kind
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base_s: float = 2.0
+    cap_s: float = 3600.0
+
+    def delay(self, attempt: int) -> float:
+        return backoff.retry_delay(attempt, base_s=self.base_s, cap_s=self.cap_s)
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, bounded, for last_error and job_runs.error."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+def classify(exc: BaseException | None, job: Job, policy: RetryPolicy) -> Verdict:
+    """Map the handler's exception (None: it returned) to exactly one verdict."""
+    if exc is None:
+        return Verdict("succeeded", "ok")
+    if isinstance(exc, errors.PermanentJobError):
+        return Verdict("failed", "permanent_error", describe(exc))
+    reason = "timeout" if isinstance(exc, errors.JobTimeout) else "error"
+    if job.attempt >= job.max_attempts:
+        return Verdict("failed", "max_attempts", describe(exc))
+    delay = exc.delay_s if isinstance(exc, errors.RetryLater) else policy.delay(job.attempt)
+    return Verdict(
+        "retry",
+        "retry_later" if isinstance(exc, errors.RetryLater) else reason,
+        describe(exc),
+        delay,
+    )
+
+
+def parse_payload(handler: Handler, raw: Any) -> pydantic.BaseModel:
+    """Validate stored JSON against the handler's model; PermanentJobError if it does not fit."""
+    try:
+        return handler.payload.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in exc.errors()
+        )
+        raise errors.PermanentJobError(
+            f"invalid payload for {handler.name!r}: {problems}"
+        ) from None
+
+
+async def execute(
+    job: Job,
+    handler: Handler,
+    context: JobContext,
+    *,
+    clock: Clock,
+    policy: RetryPolicy,
+    default_timeout_s: float,
+    scope: anyio.CancelScope,
+) -> Outcome:
+    """Run the handler under its timeout inside `scope`; cancelling the scope gives the
+    attempt back (shutdown) instead of spending it."""
+    started_at, t0 = clock.now(), clock.monotonic()
+    timeout_s = handler.timeout_s if handler.timeout_s is not None else default_timeout_s
+    result: JobResult | None = None
+    failure: BaseException | None = None
+    with scope:
+        try:
+            payload = parse_payload(handler, job.payload)
+            with anyio.fail_after(timeout_s):
+                result = await handler.func(context, payload)
+            if not isinstance(result, JobResult):
+                raise errors.PermanentJobError(
+                    f"handler {handler.name!r} returned {type(result).__name__}, not JobResult"
+                )
+        except TimeoutError:
+            failure = errors.JobTimeout(timeout_s)
+        except Exception as exc:  # a handler may raise anything; classify decides
+            failure = exc
+    duration_ms = max(0, round((clock.monotonic() - t0) * 1000))
+    if scope.cancelled_caught:
+        verdict = Verdict("cancelled", "shutdown", "worker shut down before the job finished")
+        result = None
+    else:
+        verdict = classify(failure, job, policy)
+    return Outcome(
+        job, verdict, result if verdict.kind == "succeeded" else None, started_at, duration_ms
+    )
+
+
+_JOB_STATUS: dict[Kind, str] = {
+    "succeeded": "succeeded",
+    "retry": "pending",
+    "failed": "failed",
+    "cancelled": "pending",
+}
+
+
+def to_finish(outcome: Outcome) -> store.Finish:
+    """The one write each outcome maps to."""
+    result = outcome.result
+    return store.Finish(
+        job_id=outcome.job.id,
+        attempt=outcome.job.attempt,
+        job_status=_JOB_STATUS[outcome.kind],
+        retry_delay_s=outcome.verdict.retry_delay_s if outcome.kind == "retry" else 0.0,
+        error=outcome.verdict.error,
+        result=result.data if result else None,
+        run_status=outcome.kind,
+        reason=outcome.verdict.reason,
+        rows_affected=result.rows_affected if result else None,
+        notes="\n".join(result.notes).replace("\x00", "\ufffd")
+        if result and result.notes
+        else None,
+        started_at=outcome.started_at,
+        duration_ms=outcome.duration_ms,
+        spend_attempt=outcome.kind != "cancelled",
+    )
+
+
+def job_from_record(row: Any) -> Job:
+    return Job(
+        id=row["id"],
+        queue=row["queue"],
+        task_type=row["task_type"],
+        payload=row["payload"],
+        attempt=row["attempts"],
+        max_attempts=row["max_attempts"],
+        run_type=row["run_type"],
+        schedule_name=row["schedule_name"],
+        requested_by=row["requested_by"],
+        created_at=row["created_at"],
+    )
+
+
+ContextFactory = Callable[[Job], JobContext]

@@ -1,0 +1,144 @@
+-- Every SQL statement the worker runs, by name. Loaded by worker/queries.py; executed only
+-- by worker/store.py. A test PREPAREs each of them against the migrated schema.
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS worker_migrations (
+  version    integer PRIMARY KEY,
+  name       text        NOT NULL,
+  checksum   text        NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: lock_migrations
+-- Serialise concurrent `migrate` runs for the rest of the transaction.
+SELECT pg_advisory_xact_lock(hashtextextended('worker.migrate', 0));
+
+-- name: applied_migrations
+SELECT version, name, checksum FROM worker_migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO worker_migrations (version, name, checksum) VALUES ($1, $2, $3);
+
+-- name: server_version
+SELECT current_setting('server_version_num')::int AS version_num,
+       current_setting('server_version') AS version;
+
+-- name: claim_jobs
+-- Lock up to $2 due jobs of queues $1 whose task types ($3) this worker serves, mark them
+-- running under lease $5 seconds for worker $4, and fill in each handler's max_attempts ($6,
+-- parallel to $3) where the row left it null. The CTE keeps the planner from updating
+-- more rows than the LIMIT.
+WITH due AS (
+  SELECT j.id
+    FROM job_queue j
+   WHERE j.status = 'pending'
+     AND j.queue = ANY($1::text[])
+     AND j.run_at <= now()
+     AND j.task_type = ANY($3::text[])
+   ORDER BY j.priority, j.run_at, j.id
+   LIMIT $2
+   FOR UPDATE SKIP LOCKED
+), handler AS (
+  SELECT * FROM unnest($3::text[], $6::int[]) AS h(task_type, max_attempts)
+)
+UPDATE job_queue j
+   SET status = 'running',
+       attempts = j.attempts + 1,
+       max_attempts = coalesce(j.max_attempts, handler.max_attempts),
+       locked_by = $4,
+       lease_expires_at = now() + make_interval(secs => $5),
+       started_at = now(),
+       updated_at = now()
+  FROM due, handler
+ WHERE j.id = due.id
+   AND handler.task_type = j.task_type
+RETURNING j.id, j.queue, j.task_type, j.payload, j.attempts, j.max_attempts, j.run_type,
+          j.schedule_name, j.requested_by, j.created_at;
+
+-- name: finish_jobs
+-- Write a batch of attempt outcomes and their job_runs rows in one statement. Each row is
+-- guarded by id, status = 'running' and the attempt number (the lease token): a worker
+-- that lost its lease changes nothing. `spend` = false gives the attempt back (shutdown).
+-- Returns the ids that were written.
+WITH outcome AS (
+  SELECT *
+    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], $6::jsonb[],
+                $7::text[], $8::text[], $9::bigint[], $10::text[], $11::timestamptz[],
+                $12::int[], $13::bool[])
+      AS o(id, attempt, job_status, retry_delay_s, error, result, run_status, reason,
+           rows_affected, notes, started_at, duration_ms, spend)
+), written AS (
+  UPDATE job_queue j
+     SET status = o.job_status,
+         attempts = CASE WHEN o.spend THEN j.attempts ELSE j.attempts - 1 END,
+         run_at = CASE WHEN o.job_status = 'pending'
+                       THEN now() + make_interval(secs => o.retry_delay_s)
+                       ELSE j.run_at END,
+         last_error = o.error,
+         result = o.result,
+         finished_at = CASE WHEN o.job_status = 'pending' THEN NULL ELSE now() END,
+         locked_by = NULL,
+         lease_expires_at = NULL,
+         updated_at = now()
+    FROM outcome o
+   WHERE j.id = o.id
+     AND j.status = 'running'
+     AND j.attempts = o.attempt
+  RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name
+)
+INSERT INTO job_runs (job_id, job_key, queue, run_type, status, reason, attempt,
+                      rows_affected, notes, error, user_id, worker_id, schedule_name,
+                      started_at, finished_at, duration_ms)
+SELECT w.id, w.task_type, w.queue, w.run_type, o.run_status, o.reason, o.attempt,
+       o.rows_affected, o.notes, o.error, w.requested_by, $14, w.schedule_name,
+       o.started_at, o.started_at + make_interval(secs => o.duration_ms / 1000.0),
+       o.duration_ms
+  FROM written w
+  JOIN outcome o ON o.id = w.id
+RETURNING job_id;
+
+-- name: enqueue_job
+-- The CLI's enqueue. A live job with the same dedupe key wins: nothing is inserted and its
+-- id is not returned (the caller reports the duplicate).
+INSERT INTO job_queue (task_type, payload, run_at, queue, priority, max_attempts,
+                       dedupe_key, run_type, requested_by)
+VALUES ($1, $2, coalesce($3, now()), $4, $5, $6, $7, $8, $9)
+ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')
+DO NOTHING
+RETURNING id;
+
+-- name: enqueue_many
+-- Bulk enqueue of one task type (demo seeding, benchmarks): one row per payload.
+INSERT INTO job_queue (task_type, payload, queue)
+SELECT $1, p, $3 FROM unnest($2::jsonb[]) AS p
+RETURNING id;
+
+-- name: get_job
+SELECT * FROM job_queue WHERE id = $1;
+
+-- name: job_runs_for_job
+SELECT * FROM job_runs WHERE job_id = $1 ORDER BY id;
+
+-- name: status_counts
+SELECT queue, task_type, status, count(*) AS jobs
+  FROM job_queue
+ GROUP BY queue, task_type, status
+ ORDER BY queue, task_type, status;
+
+-- name: oldest_pending
+-- Age in seconds of the oldest due pending job per queue.
+SELECT queue, extract(epoch FROM now() - min(run_at))::float8 AS age_s, count(*) AS due
+  FROM job_queue
+ WHERE status = 'pending' AND run_at <= now()
+ GROUP BY queue
+ ORDER BY queue;
+
+-- name: pending_task_types
+SELECT task_type, count(*) AS jobs
+  FROM job_queue
+ WHERE status = 'pending'
+ GROUP BY task_type
+ ORDER BY task_type;
+
+-- name: ping
+SELECT 1;

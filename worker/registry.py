@@ -1,0 +1,156 @@
+"""Handlers: plain async functions registered under explicit, stable task-type names.
+
+    class EchoPayload(pydantic.BaseModel):
+        message: str
+
+    @handler("echo", payload=EchoPayload, max_attempts=3, timeout_s=10)
+    async def echo(ctx: JobContext, payload: EchoPayload) -> JobResult:
+        return JobResult(notes=[payload.message])
+
+The name is what producers write into `job_queue.task_type`: write it out, never derive it.
+Registering a name twice fails at import.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+import pydantic
+
+from worker import errors
+
+if TYPE_CHECKING:
+    import asyncpg
+    import structlog
+
+    from worker.config import Settings
+
+_TASK_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+P = TypeVar("P", bound=pydantic.BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What a handler reports: `rows_affected` and `notes` go to job_runs, `data` to
+    job_queue.result."""
+
+    rows_affected: int = 0
+    notes: list[str] = field(default_factory=list)
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """Everything a handler may know about the attempt it is running.
+
+    `pool` is the worker's asyncpg pool, for handlers that work on the same database;
+    `log` is a structlog logger already bound to job_id, task_type and attempt.
+    """
+
+    job_id: int
+    task_type: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    run_type: str
+    schedule_name: str | None
+    requested_by: UUID | None
+    created_at: datetime
+    worker_id: str
+    pool: asyncpg.Pool
+    settings: Settings
+    log: structlog.typing.FilteringBoundLogger
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+
+HandlerFunc = Callable[[JobContext, Any], Awaitable[JobResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A registered handler: the function, its payload model and its limits."""
+
+    name: str
+    func: HandlerFunc
+    payload: type[pydantic.BaseModel]
+    max_attempts: int = 5
+    timeout_s: float | None = None
+
+
+class Registry:
+    """Task type -> Handler. The worker claims only the task types registered here."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def add(self, handler: Handler) -> None:
+        if not _TASK_TYPE.match(handler.name):
+            raise ValueError(
+                f"invalid task type {handler.name!r}: use 1-128 of A-Z a-z 0-9 _ . : -"
+            )
+        if handler.max_attempts < 1:
+            raise ValueError(f"{handler.name}: max_attempts must be >= 1")
+        if handler.timeout_s is not None and handler.timeout_s <= 0:
+            raise ValueError(f"{handler.name}: timeout_s must be > 0")
+        if handler.name in self._handlers:
+            raise errors.DuplicateHandler(f"task type {handler.name!r} is already registered")
+        self._handlers[handler.name] = handler
+
+    def get(self, task_type: str) -> Handler:
+        try:
+            return self._handlers[task_type]
+        except KeyError:
+            raise errors.UnknownTask(f"no handler registered for task type {task_type!r}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def __contains__(self, task_type: object) -> bool:
+        return task_type in self._handlers
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(self._handlers[name] for name in self.names())
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+
+REGISTRY = Registry()
+"""The process-wide registry that `@handler` adds to."""
+
+
+def handler(
+    name: str,
+    *,
+    payload: type[P],
+    max_attempts: int = 5,
+    timeout_s: float | None = None,
+    registry: Registry | None = None,
+) -> Callable[
+    [Callable[[JobContext, P], Awaitable[JobResult]]],
+    Callable[[JobContext, P], Awaitable[JobResult]],
+]:
+    """Register an async handler under the task type `name`.
+
+    `payload` validates the job's JSON payload before the handler runs (an invalid payload
+    fails the job at once); `max_attempts` applies to jobs that do not set their own;
+    `timeout_s` (default: WORKER_DEFAULT_TIMEOUT_S) bounds each attempt.
+    """
+
+    def register(
+        func: Callable[[JobContext, P], Awaitable[JobResult]],
+    ) -> Callable[[JobContext, P], Awaitable[JobResult]]:
+        target = REGISTRY if registry is None else registry
+        target.add(Handler(name, func, payload, max_attempts, timeout_s))
+        return func
+
+    return register

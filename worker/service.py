@@ -1,0 +1,180 @@
+"""The worker process: find the database, load handlers, run the dispatcher under signals."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import asyncpg
+import structlog
+import tenacity
+
+from worker import dispatcher, embedded, errors, executor, migrations, store
+from worker.config import Settings
+from worker.registry import REGISTRY, Registry
+
+log = structlog.get_logger("worker.service")
+
+MIN_SERVER_VERSION = 140000
+
+
+def load_handlers(settings: Settings) -> Registry:
+    """Import each module of WORKER_HANDLER_MODULES; importing registers its handlers."""
+    for module in settings.handler_modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise errors.ConfigError(
+                f"WORKER_HANDLER_MODULES: cannot import {module!r}: {exc}"
+            ) from None
+    return REGISTRY
+
+
+def resolve_dsn(settings: Settings) -> tuple[str, bool]:
+    """(dsn, embedded): DATABASE_URL, or the embedded server started on demand."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value(), False
+    return embedded.start(settings.embedded_dir), True
+
+
+async def _connect(dsn: str, pool_size: int) -> store.Store:
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type((OSError, asyncpg.CannotConnectNowError)),
+        wait=tenacity.wait_exponential(multiplier=0.2, max=5),
+        stop=tenacity.stop_after_delay(30),
+        before_sleep=lambda state: log.warning(
+            "database_unreachable",
+            attempt=state.attempt_number,
+            error=str(state.outcome.exception()) if state.outcome else None,
+        ),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await store.connect(dsn, min_size=1, max_size=pool_size)
+    raise AssertionError("unreachable")
+
+
+@contextlib.asynccontextmanager
+async def database(
+    settings: Settings, *, migrate: bool | None = None
+) -> AsyncIterator[store.Store]:
+    """A connected Store whose schema is up to date (or an error saying how to get there).
+
+    `migrate`: None applies pending migrations only when WORKER_AUTO_MIGRATE is set or the
+    database is the embedded one; False only checks.
+    """
+    dsn, is_embedded = resolve_dsn(settings)
+    try:
+        db = await _connect(dsn, settings.pool_size)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise errors.ConfigError(f"DATABASE_URL: cannot connect: {exc}") from None
+    try:
+        version_num, version = await db.server_version()
+        if version_num < MIN_SERVER_VERSION:
+            raise errors.ConfigError(f"DATABASE_URL: PostgreSQL {version} is too old (need 14+)")
+        should_migrate = (settings.auto_migrate or is_embedded) if migrate is None else migrate
+        if should_migrate:
+            for applied in await migrations.migrate(db):
+                log.info("migration_applied", version=applied.version, name=applied.name)
+        elif pending := await migrations.pending(db):
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+            raise errors.MigrationError(
+                f"database schema is not up to date (pending: {names}); "
+                "run `python -m worker migrate` or set WORKER_AUTO_MIGRATE=true"
+            )
+        yield db
+    finally:
+        await db.close()
+
+
+async def run(settings: Settings, *, once: bool) -> dispatcher.Summary:
+    """Run until stopped (SIGTERM/SIGINT) or, with `once`, until no due job is left."""
+    registry = load_handlers(settings)
+    async with database(settings) as db:
+        worker = dispatcher.Dispatcher(db, registry, settings, once=once, keep_results=once)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_forward_signals, worker)
+            summary = await worker.run()
+            tg.cancel_scope.cancel()
+        return summary
+
+
+async def _forward_signals(worker: dispatcher.Dispatcher) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            worker.request_stop()
+
+
+async def migrate(settings: Settings) -> list[store.Migration]:
+    dsn, _ = resolve_dsn(settings)
+    db = await _connect(dsn, 2)
+    try:
+        return await migrations.migrate(db)
+    finally:
+        await db.close()
+
+
+async def status(settings: Settings) -> dict[str, Any]:
+    registry = load_handlers(settings)
+    async with database(settings) as db:
+        report = await db.status()
+    served = set(registry.names())
+    return {
+        "counts": [dict(row) for row in report.counts],
+        "oldest_pending": [
+            {"queue": row["queue"], "age_s": round(row["age_s"], 3), "due": row["due"]}
+            for row in report.oldest_pending
+        ],
+        "unserved_task_types": [
+            {"task_type": row["task_type"], "pending": row["jobs"]}
+            for row in report.pending_task_types
+            if row["task_type"] not in served
+        ],
+        "served_task_types": sorted(served),
+    }
+
+
+async def enqueue(
+    settings: Settings,
+    task_type: str,
+    payload: Any,
+    *,
+    force: bool = False,
+    **options: Any,
+) -> int | None:
+    """Validate against the local handler (when there is one) and insert the job."""
+    registry = load_handlers(settings)
+    if task_type in registry:
+        executor.parse_payload(registry.get(task_type), payload)
+    elif not force:
+        known = ", ".join(registry.names()) or "none"
+        raise errors.UnknownTask(
+            f"no handler for task type {task_type!r} in this worker (known: {known}); "
+            "pass --force to enqueue a task another service handles"
+        )
+    async with database(settings) as db:
+        return await db.enqueue(task_type, payload, **options)
+
+
+async def demo(settings: Settings, *, jobs: int) -> dispatcher.Summary:
+    """Enqueue a batch of demo jobs (echo, noop, one flaky that retries), then drain them."""
+    registry = load_handlers(settings)
+    missing = {"echo", "noop", "flaky"} - set(registry.names())
+    if missing:
+        raise errors.ConfigError(
+            f"WORKER_HANDLER_MODULES: the demo needs the `handlers` module "
+            f"(missing {sorted(missing)})"
+        )
+    async with database(settings) as db:
+        await db.enqueue_many(
+            "echo", [{"message": f"hello from demo job {i + 1}"} for i in range(jobs)]
+        )
+        await db.enqueue_many("noop", [{} for _ in range(3)])
+        await db.enqueue("flaky", {"fail_times": 1})
+    return await run(settings, once=True)

@@ -1,0 +1,265 @@
+"""The only module that executes SQL: one method per named query in queries.sql."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from worker import errors
+from worker.queries import QUERIES
+
+Record = asyncpg.Record
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, DNS
+    TimeoutError,
+    asyncpg.InterfaceError,  # includes ConnectionDoesNotExistError
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
+    asyncpg.AdminShutdownError,  # 57P01: server restarted under us
+    asyncpg.CrashShutdownError,
+)
+"""Errors that mean "the database is away", not "this statement is wrong"."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """One attempt's outcome, as finish_jobs writes it."""
+
+    job_id: int
+    attempt: int
+    job_status: str
+    retry_delay_s: float
+    error: str | None
+    result: Any
+    run_status: str
+    reason: str
+    rows_affected: int | None
+    notes: str | None
+    started_at: datetime
+    duration_ms: int
+    spend_attempt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+    checksum: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    counts: list[Record]
+    oldest_pending: list[Record]
+    pending_task_types: list[Record]
+
+
+def _encode_json(value: Any) -> str:
+    text = json.dumps(value, default=str, separators=(",", ":"))
+    if "\\u0000" in text:  # jsonb refuses NUL characters: replace them rather than fail
+        text = json.dumps(_without_nul(json.loads(text)), separators=(",", ":"))
+    return text
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb in and out as Python objects on every connection."""
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_encode_json, decoder=json.loads, format="text"
+    )
+
+
+async def connect(dsn: str, *, min_size: int = 1, max_size: int = 4) -> Store:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
+        server_settings={"application_name": "worker"},
+    )
+    return Store(pool, dsn)
+
+
+class Listener:
+    """A dedicated connection LISTENing on one channel."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def ping(self) -> None:
+        """Round-trip, so a dead connection is noticed instead of silently missing NOTIFYs."""
+        await self.conn.execute(QUERIES["ping"])
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        self.pool = pool
+        self.dsn = dsn
+
+    @contextlib.asynccontextmanager
+    async def listen(self, channel: str, callback: Callable[[], None]) -> AsyncIterator[Listener]:
+        conn = await asyncpg.connect(
+            self.dsn, server_settings={"application_name": "worker-listen"}
+        )
+        try:
+            await conn.add_listener(channel, lambda *_: callback())
+            yield Listener(conn)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def server_version(self) -> tuple[int, str]:
+        row = await self.pool.fetchrow(QUERIES["server_version"])
+        assert row is not None
+        return int(row["version_num"]), str(row["version"])
+
+    # -- migrations ----------------------------------------------------------------------
+
+    async def applied_migrations(self) -> dict[int, Record]:
+        """Applied versions; empty on a database never migrated."""
+        try:
+            rows = await self.pool.fetch(QUERIES["applied_migrations"])
+        except asyncpg.UndefinedTableError:
+            return {}
+        return {row["version"]: row for row in rows}
+
+    async def apply_migrations(self, migrations: Sequence[Migration]) -> list[Migration]:
+        """Apply those not yet applied, all in one transaction under an advisory lock, so two
+        processes migrating at once apply each migration once. Returns what was applied."""
+        applied: list[Migration] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(QUERIES["lock_migrations"])
+            await conn.execute(QUERIES["create_migrations_table"])
+            done = {row["version"]: row for row in await conn.fetch(QUERIES["applied_migrations"])}
+            for migration in migrations:
+                previous = done.get(migration.version)
+                if previous is not None:
+                    if previous["checksum"] != migration.checksum:
+                        raise errors.MigrationError(
+                            f"migration {migration.version:04d}_{migration.name} was changed after "
+                            "it was applied; add a new migration instead of editing an old one"
+                        )
+                    continue
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    QUERIES["record_migration"],
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+                applied.append(migration)
+        return applied
+
+    # -- the engine ----------------------------------------------------------------------
+
+    async def claim(
+        self,
+        *,
+        queues: Sequence[str],
+        limit: int,
+        task_types: Sequence[str],
+        max_attempts: Sequence[int],
+        worker_id: str,
+        lease_s: float,
+    ) -> list[Record]:
+        return await self.pool.fetch(
+            QUERIES["claim_jobs"],
+            list(queues),
+            limit,
+            list(task_types),
+            worker_id,
+            float(lease_s),
+            list(max_attempts),
+        )
+
+    async def finish(self, rows: Sequence[Finish], *, worker_id: str) -> set[int]:
+        """Write outcomes; returns the job ids written (the others had lost their lease)."""
+        written = await self.pool.fetch(
+            QUERIES["finish_jobs"],
+            [r.job_id for r in rows],
+            [r.attempt for r in rows],
+            [r.job_status for r in rows],
+            [r.retry_delay_s for r in rows],
+            [r.error for r in rows],
+            [r.result for r in rows],
+            [r.run_status for r in rows],
+            [r.reason for r in rows],
+            [r.rows_affected for r in rows],
+            [r.notes for r in rows],
+            [r.started_at for r in rows],
+            [r.duration_ms for r in rows],
+            [r.spend_attempt for r in rows],
+            worker_id,
+        )
+        return {row["job_id"] for row in written}
+
+    async def enqueue(
+        self,
+        task_type: str,
+        payload: Any,
+        *,
+        run_at: datetime | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int | None = None,
+        dedupe_key: str | None = None,
+        run_type: str = "queue",
+        requested_by: UUID | None = None,
+    ) -> int | None:
+        """Insert one job; None when a live job already holds `dedupe_key`."""
+        row = await self.pool.fetchrow(
+            QUERIES["enqueue_job"],
+            task_type,
+            payload,
+            run_at,
+            queue,
+            priority,
+            max_attempts,
+            dedupe_key,
+            run_type,
+            requested_by,
+        )
+        return None if row is None else int(row["id"])
+
+    async def enqueue_many(
+        self, task_type: str, payloads: Sequence[Any], *, queue: str = "default"
+    ) -> list[int]:
+        rows = await self.pool.fetch(QUERIES["enqueue_many"], task_type, list(payloads), queue)
+        return [int(row["id"]) for row in rows]
+
+    # -- inspection ----------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Record | None:
+        return await self.pool.fetchrow(QUERIES["get_job"], job_id)
+
+    async def job_runs(self, job_id: int) -> list[Record]:
+        return await self.pool.fetch(QUERIES["job_runs_for_job"], job_id)
+
+    async def status(self) -> StatusReport:
+        async with self.pool.acquire() as conn:
+            return StatusReport(
+                counts=await conn.fetch(QUERIES["status_counts"]),
+                oldest_pending=await conn.fetch(QUERIES["oldest_pending"]),
+                pending_task_types=await conn.fetch(QUERIES["pending_task_types"]),
+            )
