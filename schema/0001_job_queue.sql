@@ -44,12 +44,18 @@ alter table job_queue set (
   autovacuum_analyze_scale_factor = 0.02
 );
 
--- The claim: due pending jobs of a queue, in priority, run_at, id order.
+-- The claim: pending jobs in priority, run_at, id order. Queue and task type are filters,
+-- not leading columns: with `queue = ANY(...)` a leading queue column cannot return rows
+-- in claim order, and the planner then sorts every pending row (measured: 9 ms instead of
+-- 2 ms to claim 100 of 20,000).
 create index if not exists job_queue_claim_idx
-  on job_queue (queue, priority, run_at, id) where status = 'pending';
--- The rescuer: running jobs whose lease has expired.
-create index if not exists job_queue_lease_idx
-  on job_queue (lease_expires_at) where status = 'running';
+  on job_queue (priority, run_at, id) where status = 'pending';
+-- The rescuer: running jobs (few at any time; it filters on lease_expires_at). Keyed on id,
+-- not lease_expires_at: a claimed batch shares one lease expiry, and inserting 100 equal
+-- keys per claim sent the btree through deduplication passes that capped the engine at
+-- ~12k jobs/s on the 2-core reference machine; keyed on id it reached ~20k+.
+create index if not exists job_queue_running_idx
+  on job_queue (id) where status = 'running';
 -- At most one live (pending or running) job per dedupe key.
 create unique index if not exists job_queue_dedupe_idx
   on job_queue (dedupe_key) where dedupe_key is not null and status in ('pending', 'running');

@@ -3,13 +3,15 @@
 Three tasks cooperate:
 - the claimer takes up to `free slots` due jobs per statement and starts them; when a claim
   comes back short it waits for a NOTIFY, a freed slot or the poll interval;
-- each job runs in its own task under a cancel scope (shutdown cancels the scope);
+- each job runs in its own asyncio task (shutdown cancels the task, which gives the
+  attempt back);
 - the flusher writes every finished outcome waiting at that moment in one statement, then
   frees their slots. A slot is free only once its outcome is durable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,12 +105,14 @@ class Dispatcher:
         self._task_types = registry.names()
         self._max_attempts = [registry.get(name).max_attempts for name in self._task_types]
         self._busy = 0  # claimed and not yet durably finished
-        self._scopes: dict[int, anyio.CancelScope] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
         self._finished: list[executor.Outcome] = []
-        self._wake_claimer = anyio.Event()
-        self._wake_flusher = anyio.Event()
-        self._stopping = anyio.Event()
-        self._flushed = anyio.Event()
+        # asyncio events: the claim/flush cycle runs per batch, and anyio.Event() looks the
+        # event loop up each time it is created.
+        self._wake_claimer = asyncio.Event()
+        self._wake_flusher = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._flushed = asyncio.Event()
         self._flushed.set()
 
     # -- public -----------------------------------------------------------------------
@@ -125,11 +129,11 @@ class Dispatcher:
             task_types=self._task_types,
             once=self.once,
         )
-        async with anyio.create_task_group() as jobs, anyio.create_task_group() as loops:
+        async with anyio.create_task_group() as loops:
             loops.start_soon(self._flusher)
             if not self.once:
                 loops.start_soon(self._listen)
-            await self._claimer(jobs)
+            await self._claimer()
             await self._drain_in_flight()
             await self._flushed.wait()
             loops.cancel_scope.cancel()
@@ -141,12 +145,12 @@ class Dispatcher:
         """First call: stop claiming and let jobs finish within the grace period.
         Second call: cancel in-flight jobs now (their attempts are given back)."""
         if self._stopping.is_set():
-            log.warning("shutdown_hurried", in_flight=len(self._scopes))
+            log.warning("shutdown_hurried", in_flight=len(self._tasks))
             self._cancel_in_flight()
             return
         log.info(
             "shutdown_requested",
-            in_flight=len(self._scopes),
+            in_flight=len(self._tasks),
             grace_s=self.settings.shutdown_grace_s,
         )
         self._stopping.set()
@@ -154,10 +158,10 @@ class Dispatcher:
 
     # -- claiming -----------------------------------------------------------------------
 
-    async def _claimer(self, jobs: anyio.abc.TaskGroup) -> None:
+    async def _claimer(self) -> None:
         capacity = self.settings.concurrency
         while not self._stopping.is_set():
-            self._wake_claimer = anyio.Event()
+            self._wake_claimer.clear()
             free = capacity - self._busy
             if free <= 0:
                 await self._wake_claimer.wait()
@@ -165,7 +169,7 @@ class Dispatcher:
             asked = min(free, self.settings.claim_batch)
             rows = await self._claim(asked)
             for row in rows:
-                self._start(jobs, executor.job_from_record(row))
+                self._start(executor.job_from_record(row))
             if len(rows) == asked:
                 continue
             if self.once and self._busy == 0 and not rows:
@@ -189,15 +193,12 @@ class Dispatcher:
                 await self._stopping.wait()
             return []
 
-    def _start(self, jobs: anyio.abc.TaskGroup, job: executor.Job) -> None:
-        scope = anyio.CancelScope()
-        self._scopes[job.id] = scope
+    def _start(self, job: executor.Job) -> None:
         self._busy += 1
-        if self._flushed.is_set():
-            self._flushed = anyio.Event()
-        jobs.start_soon(self._run_job, job, scope)
+        self._flushed.clear()
+        self._tasks[job.id] = asyncio.create_task(self._run_job(job))
 
-    async def _run_job(self, job: executor.Job, scope: anyio.CancelScope) -> None:
+    async def _run_job(self, job: executor.Job) -> None:
         handler = self.registry.get(job.task_type)
         outcome = await executor.execute(
             job,
@@ -206,9 +207,8 @@ class Dispatcher:
             clock=self.clock,
             policy=self.policy,
             default_timeout_s=self.settings.default_timeout_s,
-            scope=scope,
         )
-        self._scopes.pop(job.id, None)
+        del self._tasks[job.id]
         self._finished.append(outcome)
         self._wake_flusher.set()
 
@@ -226,14 +226,14 @@ class Dispatcher:
             worker_id=self.settings.worker_id,
             pool=self.db.pool,
             settings=self.settings,
-            log=log.bind(job_id=job.id, task_type=job.task_type, attempt=job.attempt),
+            logger=log,
         )
 
     # -- finishing ----------------------------------------------------------------------
 
     async def _flusher(self) -> None:
         while True:
-            self._wake_flusher = anyio.Event()
+            self._wake_flusher.clear()
             if not self._finished:
                 await self._wake_flusher.wait()
                 continue
@@ -296,15 +296,15 @@ class Dispatcher:
 
     async def _drain_in_flight(self) -> None:
         """Let running jobs finish within the grace period, then cancel the rest."""
-        with anyio.move_on_after(self.settings.shutdown_grace_s):
-            while self._scopes:
-                self._wake_claimer = anyio.Event()
-                await self._wake_claimer.wait()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=self.settings.shutdown_grace_s)
         self._cancel_in_flight()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
 
     def _cancel_in_flight(self) -> None:
-        for scope in list(self._scopes.values()):
-            scope.cancel()
+        for task in list(self._tasks.values()):
+            task.cancel()
 
     # -- wake-ups -------------------------------------------------------------------------
 

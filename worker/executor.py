@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-import anyio
 import pydantic
 
 from worker import backoff, errors, store
@@ -114,36 +114,43 @@ async def execute(
     clock: Clock,
     policy: RetryPolicy,
     default_timeout_s: float,
-    scope: anyio.CancelScope,
 ) -> Outcome:
-    """Run the handler under its timeout inside `scope`; cancelling the scope gives the
-    attempt back (shutdown) instead of spending it."""
+    """Run the handler under its timeout. Cancelling the task running this (shutdown) gives
+    the attempt back instead of spending it: the outcome is `cancelled`.
+
+    asyncio primitives, not anyio's, on this per-job path: anyio's task and scope helpers
+    detect the event loop on every call, which cost ~40 % of a drain's CPU (py-spy).
+    """
     started_at, t0 = clock.now(), clock.monotonic()
     timeout_s = handler.timeout_s if handler.timeout_s is not None else default_timeout_s
     result: JobResult | None = None
     failure: BaseException | None = None
-    with scope:
-        try:
-            payload = parse_payload(handler, job.payload)
-            with anyio.fail_after(timeout_s):
-                result = await handler.func(context, payload)
-            if not isinstance(result, JobResult):
-                raise errors.PermanentJobError(
-                    f"handler {handler.name!r} returned {type(result).__name__}, not JobResult"
-                )
-        except TimeoutError:
-            failure = errors.JobTimeout(timeout_s)
-        except Exception as exc:  # a handler may raise anything; classify decides
-            failure = exc
+    cancelled = False
+    try:
+        payload = parse_payload(handler, job.payload)
+        async with asyncio.timeout(timeout_s):
+            result = await handler.func(context, payload)
+        if not isinstance(result, JobResult):
+            raise errors.PermanentJobError(
+                f"handler {handler.name!r} returned {type(result).__name__}, not JobResult"
+            )
+    except TimeoutError:
+        failure = errors.JobTimeout(timeout_s)
+    except asyncio.CancelledError:
+        # Only the dispatcher cancels job tasks, and only at shutdown: record the outcome.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        cancelled = True
+    except Exception as exc:  # a handler may raise anything; classify decides
+        failure = exc
     duration_ms = max(0, round((clock.monotonic() - t0) * 1000))
-    if scope.cancelled_caught:
+    if cancelled:
         verdict = Verdict("cancelled", "shutdown", "worker shut down before the job finished")
-        result = None
     else:
         verdict = classify(failure, job, policy)
-    return Outcome(
-        job, verdict, result if verdict.kind == "succeeded" else None, started_at, duration_ms
-    )
+    kept = result if verdict.kind == "succeeded" else None
+    return Outcome(job, verdict, kept, started_at, duration_ms)
 
 
 _JOB_STATUS: dict[Kind, str] = {
