@@ -2,11 +2,15 @@
 -- by worker/store.py. A test PREPAREs each of them against the migrated schema.
 
 -- name: create_migrations_table
+-- `migration_set`: 'core' (schema/) or 'reference' (schema/reference/, the business tables
+-- the bundled handlers use, applied only on request).
 CREATE TABLE IF NOT EXISTS worker_migrations (
-  version    integer PRIMARY KEY,
-  name       text        NOT NULL,
-  checksum   text        NOT NULL,
-  applied_at timestamptz NOT NULL DEFAULT now()
+  migration_set text        NOT NULL DEFAULT 'core',
+  version       integer     NOT NULL,
+  name          text        NOT NULL,
+  checksum      text        NOT NULL,
+  applied_at    timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (migration_set, version)
 );
 
 -- name: lock_migrations
@@ -14,10 +18,10 @@ CREATE TABLE IF NOT EXISTS worker_migrations (
 SELECT pg_advisory_xact_lock(hashtextextended('worker.migrate', 0));
 
 -- name: applied_migrations
-SELECT version, name, checksum FROM worker_migrations ORDER BY version;
+SELECT version, name, checksum FROM worker_migrations WHERE migration_set = $1 ORDER BY version;
 
 -- name: record_migration
-INSERT INTO worker_migrations (version, name, checksum) VALUES ($1, $2, $3);
+INSERT INTO worker_migrations (migration_set, version, name, checksum) VALUES ($1, $2, $3, $4);
 
 -- name: server_version
 SELECT current_setting('server_version_num')::int AS version_num,

@@ -50,6 +50,7 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    migration_set: str
     version: int
     name: str
     sql: str
@@ -136,34 +137,42 @@ class Store:
 
     # -- migrations ----------------------------------------------------------------------
 
-    async def applied_migrations(self) -> dict[int, Record]:
-        """Applied versions; empty on a database never migrated."""
+    async def applied_migrations(self, migration_set: str = "core") -> dict[int, Record]:
+        """Applied versions of one set; empty on a database never migrated."""
         try:
-            rows = await self.pool.fetch(QUERIES["applied_migrations"])
+            rows = await self.pool.fetch(QUERIES["applied_migrations"], migration_set)
         except asyncpg.UndefinedTableError:
             return {}
         return {row["version"]: row for row in rows}
 
     async def apply_migrations(self, migrations: Sequence[Migration]) -> list[Migration]:
         """Apply those not yet applied, all in one transaction under an advisory lock, so two
-        processes migrating at once apply each migration once. Returns what was applied."""
+        processes migrating at once apply each migration once. Returns what was applied.
+        All of `migrations` belong to one set."""
         applied: list[Migration] = []
+        sets = {m.migration_set for m in migrations}
+        if len(sets) > 1:
+            raise ValueError(f"one migration set at a time, got {sorted(sets)}")
+        migration_set = sets.pop() if sets else "core"
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(QUERIES["lock_migrations"])
             await conn.execute(QUERIES["create_migrations_table"])
-            done = {row["version"]: row for row in await conn.fetch(QUERIES["applied_migrations"])}
+            rows = await conn.fetch(QUERIES["applied_migrations"], migration_set)
+            done = {row["version"]: row for row in rows}
             for migration in migrations:
                 previous = done.get(migration.version)
                 if previous is not None:
                     if previous["checksum"] != migration.checksum:
                         raise errors.MigrationError(
-                            f"migration {migration.version:04d}_{migration.name} was changed after "
+                            f"{migration.migration_set} migration "
+                            f"{migration.version:04d}_{migration.name} was changed after "
                             "it was applied; add a new migration instead of editing an old one"
                         )
                     continue
                 await conn.execute(migration.sql)
                 await conn.execute(
                     QUERIES["record_migration"],
+                    migration.migration_set,
                     migration.version,
                     migration.name,
                     migration.checksum,

@@ -71,7 +71,7 @@ async def test_an_edited_migration_is_refused(empty_dsn: str) -> None:
     try:
         await migrations.migrate(db)
         edited = [
-            store.Migration(m.version, m.name, m.sql + "\n-- edited", "different")
+            store.Migration(m.migration_set, m.version, m.name, m.sql + "\n-- edited", "x")
             for m in migrations.discover()
         ]
         with pytest.raises(errors.MigrationError, match="was changed after it was applied"):
