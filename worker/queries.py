@@ -28,4 +28,9 @@ def parse(text: str) -> dict[str, str]:
     return parsed
 
 
-QUERIES: dict[str, str] = parse(resources.files("worker").joinpath("queries.sql").read_text())
+def load(package: str, filename: str) -> dict[str, str]:
+    """Named statements from a .sql file shipped inside `package` (handlers keep theirs)."""
+    return parse(resources.files(package).joinpath(filename).read_text(encoding="utf-8"))
+
+
+QUERIES: dict[str, str] = load("worker", "queries.sql")
