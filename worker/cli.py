@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import uuid
@@ -15,9 +16,12 @@ import anyio
 
 from worker import __version__, config, errors, observability, service
 
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
 EXIT_USAGE = 2
+EXIT_DATABASE = 3
 
 _DESCRIPTION = """\
 A PostgreSQL job-queue worker. With no command it runs as a daemon: it claims due jobs
@@ -55,6 +59,14 @@ def _datetime_arg(text: str) -> datetime:
             f"{text!r} is not an ISO 8601 time such as 2026-11-22T08:00:00+00:00"
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _name_arg(text: str) -> str:
+    if not _NAME.match(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid queue name {text!r}: use 1-64 of A-Z a-z 0-9 _ . : -"
+        )
+    return text
 
 
 def _uuid_arg(text: str) -> uuid.UUID:
@@ -116,7 +128,9 @@ def _add_enqueue(commands: Any) -> None:
     enqueue.add_argument("task", help="task type, e.g. echo")
     enqueue.add_argument("--payload", type=_json_arg, default={}, help="JSON payload (default {})")
     enqueue.add_argument("--run-at", type=_datetime_arg, help="ISO 8601 time; naive means UTC")
-    enqueue.add_argument("--queue", default="default", help="queue name (default 'default')")
+    enqueue.add_argument(
+        "--queue", type=_name_arg, default="default", help="queue name (default 'default')"
+    )
     enqueue.add_argument(
         "--priority", type=_int_range(-1000, 1000), default=0, help="lower runs first (default 0)"
     )
@@ -143,9 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (errors.UnknownTask, errors.PermanentJobError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except errors.MigrationError as exc:
+    except (errors.MigrationError, errors.DatabaseUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_DATABASE
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

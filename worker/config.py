@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     """Most jobs taken by one claim statement (also bounded by free slots)."""
     pool_size: int = Field(default=10, ge=2, le=1000)
     """Database connections in the worker's pool (claims, writes and handlers share it)."""
+    connect_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """How long to keep retrying the first connection before giving up at start."""
     poll_interval_s: float = Field(default=2.0, gt=0, le=3600)
     """Safety-net poll when no NOTIFY arrives."""
     lease_s: float = Field(default=60.0, ge=1, le=86_400)

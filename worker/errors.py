@@ -2,6 +2,7 @@
 
     WorkerError
     ├── ConfigError          a setting is missing or invalid; the worker stops at start
+    ├── DatabaseUnavailable  the database cannot be reached at start
     ├── MigrationError       the schema cannot be brought up to date
     ├── UnknownTask          no handler is registered under a task type
     ├── DuplicateHandler     a task type was registered twice
@@ -23,6 +24,10 @@ class WorkerError(Exception):
 
 class ConfigError(WorkerError):
     """A setting is missing or invalid."""
+
+
+class DatabaseUnavailable(WorkerError):
+    """The database could not be reached within WORKER_CONNECT_TIMEOUT_S."""
 
 
 class MigrationError(WorkerError):

@@ -20,6 +20,8 @@ from worker.registry import REGISTRY, Registry
 log = structlog.get_logger("worker.service")
 
 MIN_SERVER_VERSION = 140000
+# Also refused logins, unknown databases and the like: all fatal at start.
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*store.CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
 def load_handlers(settings: Settings) -> Registry:
@@ -41,21 +43,32 @@ def resolve_dsn(settings: Settings) -> tuple[str, bool]:
     return embedded.start(settings.embedded_dir), True
 
 
-async def _connect(dsn: str, pool_size: int) -> store.Store:
+def _log_unreachable(state: tenacity.RetryCallState) -> None:
+    failure = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "database_unreachable",
+        attempt=state.attempt_number,
+        error=executor.describe(failure) if failure else None,
+    )
+
+
+async def _connect(dsn: str, pool_size: int, timeout_s: float) -> store.Store:
+    """Connect, retrying with backoff while the server is starting or unreachable."""
     retrying = tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception_type((OSError, asyncpg.CannotConnectNowError)),
+        retry=tenacity.retry_if_exception_type(store.CONNECTION_ERRORS),
         wait=tenacity.wait_exponential(multiplier=0.2, max=5),
-        stop=tenacity.stop_after_delay(30),
-        before_sleep=lambda state: log.warning(
-            "database_unreachable",
-            attempt=state.attempt_number,
-            error=str(state.outcome.exception()) if state.outcome else None,
-        ),
+        stop=tenacity.stop_after_delay(timeout_s),
+        before_sleep=_log_unreachable,
         reraise=True,
     )
-    async for attempt in retrying:
-        with attempt:
-            return await store.connect(dsn, min_size=1, max_size=pool_size)
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await store.connect(dsn, min_size=1, max_size=pool_size)
+    except _CONNECT_ERRORS as exc:
+        raise errors.DatabaseUnavailable(
+            f"DATABASE_URL: cannot connect: {executor.describe(exc)}"
+        ) from None
     raise AssertionError("unreachable")
 
 
@@ -69,10 +82,7 @@ async def database(
     database is the embedded one; False only checks.
     """
     dsn, is_embedded = resolve_dsn(settings)
-    try:
-        db = await _connect(dsn, settings.pool_size)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise errors.ConfigError(f"DATABASE_URL: cannot connect: {exc}") from None
+    db = await _connect(dsn, settings.pool_size, settings.connect_timeout_s)
     try:
         version_num, version = await db.server_version()
         if version_num < MIN_SERVER_VERSION:
@@ -113,7 +123,7 @@ async def _forward_signals(worker: dispatcher.Dispatcher) -> None:
 
 async def migrate(settings: Settings) -> list[store.Migration]:
     dsn, _ = resolve_dsn(settings)
-    db = await _connect(dsn, 2)
+    db = await _connect(dsn, 2, settings.connect_timeout_s)
     try:
         return await migrations.migrate(db)
     finally:

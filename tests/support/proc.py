@@ -1,0 +1,36 @@
+"""Run the worker CLI as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+
+def worker_env(dsn: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    env.pop("DATABASE_URL", None)
+    if dsn is not None:
+        env["DATABASE_URL"] = dsn
+    env.update({"WORKER_LOG_FORMAT": "json", "WORKER_RETRY_BASE_S": "0"})
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, dsn: str | None, timeout: float = 60, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=worker_env(dsn, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def last_json(stdout: str) -> Any:
+    return json.loads(stdout.strip().splitlines()[-1])
