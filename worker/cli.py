@@ -37,6 +37,7 @@ examples:
   python -m worker migrate               create or update the tables and functions
   python -m worker enqueue echo --payload '{"message": "hi"}'
   python -m worker status                counts by queue, task type and status
+  python -m worker pause mail --reason "provider outage"   (then: resume mail)
   python -m worker demo                  enqueue demo jobs and drain them
 
 exit codes: 0 ok; 1 a job failed for good (--once, demo); 2 bad usage, settings or input;
@@ -106,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("migrate", help="apply pending schema migrations")
     _add_enqueue(commands)
+    pause = commands.add_parser("pause", help="stop every worker claiming from a queue")
+    pause.add_argument("queue", type=_name_arg)
+    pause.add_argument("--reason", help="shown by `status` and in job_queue_pauses")
+    resume = commands.add_parser("resume", help="let workers claim from a paused queue again")
+    resume.add_argument("queue", type=_name_arg)
     status = commands.add_parser("status", help="job counts, oldest pending age, unserved types")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     demo = commands.add_parser("demo", help="enqueue demo jobs, then drain them like --once")
@@ -187,6 +193,16 @@ def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         return EXIT_OK
     if command == "enqueue":
         return _enqueue(args, settings)
+    if command in ("pause", "resume"):
+        changed = _run(
+            service.set_paused,
+            settings,
+            args.queue,
+            command == "pause",
+            getattr(args, "reason", None),
+        )
+        print(json.dumps({"queue": args.queue, "paused": command == "pause", "changed": changed}))
+        return EXIT_OK
     if command == "status":
         report = _run(service.status, settings)
         print(json.dumps(report, default=str, indent=2) if args.json else _format_status(report))
@@ -232,6 +248,9 @@ def _format_status(report: dict[str, Any]) -> str:
         lines.append(
             f"oldest due job in {row['queue']!r}: {row['age_s']:.1f}s old ({row['due']} due)"
         )
+    for row in report["paused_queues"]:
+        why = f": {row['reason']}" if row["reason"] else ""
+        lines.append(f"paused: queue {row['queue']!r} since {row['paused_at']}{why}")
     for row in report["unserved_task_types"]:
         lines.append(
             f"unserved: {row['pending']} pending {row['task_type']!r} job(s) have no "

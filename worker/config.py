@@ -58,6 +58,19 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
     retry_base_s: float = Field(default=2.0, ge=0, le=86_400)
     retry_cap_s: float = Field(default=3600.0, ge=0, le=30 * 86_400)
+    listen: bool = True
+    """LISTEN for inserts (instant pickup). Off behind a transaction pooler (Supavisor or
+    PgBouncer in transaction mode), which cannot hold a LISTEN: polling alone then."""
+    rescue_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    """How often this worker looks for jobs whose lease expired."""
+    prune_interval_s: float = Field(default=600.0, gt=0, le=86_400)
+    retain_succeeded_days: float = Field(default=14.0, gt=0)
+    """Succeeded and cancelled jobs are deleted this long after they finished."""
+    retain_failed_days: float | None = Field(default=None, gt=0)
+    """Failed jobs are kept for inspection unless this is set."""
+    retain_runs_days: float = Field(default=30.0, gt=0)
+    """job_runs rows are deleted this long after they started."""
+    prune_batch: int = Field(default=1000, ge=1, le=100_000)
     default_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
     """Handler timeout when the handler does not declare one."""
     handler_modules: Annotated[list[str], NoDecode] = ["handlers"]

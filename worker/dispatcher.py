@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -84,6 +84,31 @@ def _result_entry(outcome: executor.Outcome, written: bool) -> dict[str, Any]:
     }
 
 
+class Observer(Protocol):
+    """Receives what the dispatcher does, for metrics and error reporting (observability.py
+    implements it; tests may pass their own). Calls must be cheap and must not raise."""
+
+    def claimed(self, jobs: int, seconds: float) -> None:
+        """A claim statement returned `jobs` rows after `seconds`."""
+
+    def finished(self, outcome: executor.Outcome, written: bool) -> None:
+        """An attempt's outcome was written (`written`=False: the lease had been lost)."""
+
+    def loop_alive(self, loop: str) -> None:
+        """A long-running loop ("claimer", "flusher", "listener", ...) made progress."""
+
+
+class NullObserver:
+    def claimed(self, jobs: int, seconds: float) -> None:
+        pass
+
+    def finished(self, outcome: executor.Outcome, written: bool) -> None:
+        pass
+
+    def loop_alive(self, loop: str) -> None:
+        pass
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -94,8 +119,10 @@ class Dispatcher:
         clock: Clock | None = None,
         once: bool = False,
         keep_results: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         self.db = db
+        self.observer: Observer = observer or NullObserver()
         self.registry = registry
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -105,7 +132,7 @@ class Dispatcher:
         self._task_types = registry.names()
         self._max_attempts = [registry.get(name).max_attempts for name in self._task_types]
         self._busy = 0  # claimed and not yet durably finished
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._inflight: dict[int, tuple[executor.Job, asyncio.Task[None]]] = {}
         self._finished: list[executor.Outcome] = []
         # asyncio events: the claim/flush cycle runs per batch, and anyio.Event() looks the
         # event loop up each time it is created.
@@ -132,7 +159,9 @@ class Dispatcher:
         async with anyio.create_task_group() as loops:
             loops.start_soon(self._flusher)
             if not self.once:
-                loops.start_soon(self._listen)
+                loops.start_soon(self._heartbeat)
+                if self.settings.listen:
+                    loops.start_soon(self._listen)
             await self._claimer()
             await self._drain_in_flight()
             await self._flushed.wait()
@@ -145,12 +174,12 @@ class Dispatcher:
         """First call: stop claiming and let jobs finish within the grace period.
         Second call: cancel in-flight jobs now (their attempts are given back)."""
         if self._stopping.is_set():
-            log.warning("shutdown_hurried", in_flight=len(self._tasks))
+            log.warning("shutdown_hurried", in_flight=len(self._inflight))
             self._cancel_in_flight()
             return
         log.info(
             "shutdown_requested",
-            in_flight=len(self._tasks),
+            in_flight=len(self._inflight),
             grace_s=self.settings.shutdown_grace_s,
         )
         self._stopping.set()
@@ -161,10 +190,12 @@ class Dispatcher:
     async def _claimer(self) -> None:
         capacity = self.settings.concurrency
         while not self._stopping.is_set():
+            self.observer.loop_alive("claimer")
             self._wake_claimer.clear()
             free = capacity - self._busy
             if free <= 0:
-                await self._wake_claimer.wait()
+                with anyio.move_on_after(self.settings.poll_interval_s):
+                    await self._wake_claimer.wait()
                 continue
             asked = min(free, self.settings.claim_batch)
             rows = await self._claim(asked)
@@ -178,8 +209,9 @@ class Dispatcher:
                 await self._wake_claimer.wait()
 
     async def _claim(self, limit: int) -> list[store.Record]:
+        t0 = self.clock.monotonic()
         try:
-            return await self.db.claim(
+            rows = await self.db.claim(
                 queues=self.settings.queues,
                 limit=limit,
                 task_types=self._task_types,
@@ -192,11 +224,13 @@ class Dispatcher:
             with anyio.move_on_after(1.0):
                 await self._stopping.wait()
             return []
+        self.observer.claimed(len(rows), self.clock.monotonic() - t0)
+        return rows
 
     def _start(self, job: executor.Job) -> None:
         self._busy += 1
         self._flushed.clear()
-        self._tasks[job.id] = asyncio.create_task(self._run_job(job))
+        self._inflight[job.id] = (job, asyncio.create_task(self._run_job(job)))
 
     async def _run_job(self, job: executor.Job) -> None:
         handler = self.registry.get(job.task_type)
@@ -208,7 +242,7 @@ class Dispatcher:
             policy=self.policy,
             default_timeout_s=self.settings.default_timeout_s,
         )
-        del self._tasks[job.id]
+        del self._inflight[job.id]
         self._finished.append(outcome)
         self._wake_flusher.set()
 
@@ -265,6 +299,7 @@ class Dispatcher:
 
     def _record(self, outcome: executor.Outcome, written: bool) -> None:
         self.summary.add(outcome, written)
+        self.observer.finished(outcome, written)
         job, verdict = outcome.job, outcome.verdict
         fields: dict[str, Any] = {
             "job_id": job.id,
@@ -296,31 +331,69 @@ class Dispatcher:
 
     async def _drain_in_flight(self) -> None:
         """Let running jobs finish within the grace period, then cancel the rest."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks.values()), timeout=self.settings.shutdown_grace_s)
+        if self._inflight:
+            await asyncio.wait(self._running_tasks(), timeout=self.settings.shutdown_grace_s)
         self._cancel_in_flight()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks.values()))
+        if self._inflight:
+            await asyncio.wait(self._running_tasks())
 
-    def _cancel_in_flight(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
+    def _running_tasks(self) -> list[asyncio.Task[None]]:
+        return [task for _, task in self._inflight.values()]
+
+    def _cancel_in_flight(self, job_ids: set[int] | None = None) -> None:
+        for job_id, (_, task) in list(self._inflight.items()):
+            if job_ids is None or job_id in job_ids:
+                task.cancel()
+
+    # -- leases -----------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Extend the leases of running jobs, one statement per beat for all of them. A job
+        whose lease was lost meanwhile (rescued and maybe running elsewhere) is cancelled
+        here: its outcome could no longer be written anyway."""
+        interval_s = self.settings.lease_s / 3
+        while True:
+            await anyio.sleep(interval_s)
+            self.observer.loop_alive("heartbeat")
+            running = [(job.id, job.attempt) for job, _ in self._inflight.values()]
+            if not running:
+                continue
+            try:
+                kept = await self.db.extend_leases(
+                    running, worker_id=self.settings.worker_id, lease_s=self.settings.lease_s
+                )
+            except store.CONNECTION_ERRORS as exc:
+                log.warning("heartbeat_failed", jobs=len(running), error=executor.describe(exc))
+                continue
+            lost = {job_id for job_id, _ in running} - kept
+            lost &= set(self._inflight)  # finished while the heartbeat was in flight
+            if lost:
+                log.warning("leases_lost", job_ids=sorted(lost))
+                self._cancel_in_flight(lost)
 
     # -- wake-ups -------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """Wake the claimer on each NOTIFY; polling covers the time the listener is down."""
-
-        def on_notify() -> None:
-            self._wake_claimer.set()
-
+        """Wake the claimer on each NOTIFY. A dead LISTEN connection (restart, pooler,
+        network) is noticed by its termination callback or a failed ping, and re-opened
+        with backoff; the claimer keeps polling meanwhile, so pickup slows but never stops."""
+        ping_interval_s = min(self.settings.poll_interval_s, 5.0)
+        delay_s = 0.2
         while True:
+            lost = asyncio.Event()
             try:
-                async with self.db.listen(CHANNEL, on_notify) as listener:
+                async with self.db.listen(CHANNEL, self._wake_claimer.set, lost.set) as listener:
+                    log.info("listening", channel=CHANNEL)
+                    delay_s = 0.2
                     self._wake_claimer.set()  # catch what was inserted while not listening
-                    while True:
-                        await anyio.sleep(self.settings.poll_interval_s)
+                    while not lost.is_set():
+                        self.observer.loop_alive("listener")
+                        with anyio.move_on_after(ping_interval_s):
+                            await lost.wait()
                         await listener.ping()
             except store.CONNECTION_ERRORS as exc:
-                log.warning("listen_lost", error=executor.describe(exc))
-                await anyio.sleep(self.settings.poll_interval_s)
+                log.warning("listen_lost", error=executor.describe(exc), retry_in_s=delay_s)
+            else:
+                log.warning("listen_lost", error="connection closed", retry_in_s=delay_s)
+            await anyio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 10.0)

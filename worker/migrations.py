@@ -28,7 +28,7 @@ def schema_dir(migration_set: str = "core") -> Path:
 
 
 def discover(migration_set: str = "core", directory: Path | None = None) -> list[store.Migration]:
-    """Every NNNN_name.sql file of a set, in version order; a gap or duplicate is an error."""
+    """Every NNNN_name.sql file of a set, in version order; a duplicate version is an error."""
     directory = directory or schema_dir(migration_set)
     found: list[store.Migration] = []
     for path in sorted(directory.glob("*.sql")):
@@ -41,8 +41,9 @@ def discover(migration_set: str = "core", directory: Path | None = None) -> list
             store.Migration(migration_set, int(match.group(1)), match.group(2), sql, checksum)
         )
     versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise errors.MigrationError(f"migration versions must run 1..N without gaps: {versions}")
+    duplicates = sorted({v for v in versions if versions.count(v) > 1})
+    if duplicates:
+        raise errors.MigrationError(f"{directory}: duplicate migration versions {duplicates}")
     return found
 
 

@@ -30,8 +30,8 @@ SELECT current_setting('server_version_num')::int AS version_num,
 -- name: claim_jobs
 -- Lock up to $2 due jobs of queues $1 whose task types ($3) this worker serves, mark them
 -- running under lease $5 seconds for worker $4, and fill in each handler's max_attempts ($6,
--- parallel to $3) where the row left it null. The CTE keeps the planner from updating
--- more rows than the LIMIT.
+-- parallel to $3) where the row left it null. Paused queues are skipped. The CTE keeps the
+-- planner from updating more rows than the LIMIT.
 WITH due AS (
   SELECT j.id
     FROM job_queue j
@@ -39,6 +39,7 @@ WITH due AS (
      AND j.queue = ANY($1::text[])
      AND j.run_at <= now()
      AND j.task_type = ANY($3::text[])
+     AND NOT EXISTS (SELECT 1 FROM job_queue_pauses p WHERE p.queue = j.queue)
    ORDER BY j.priority, j.run_at, j.id
    LIMIT $2
    FOR UPDATE SKIP LOCKED
@@ -100,6 +101,96 @@ SELECT w.id, w.task_type, w.queue, w.run_type, o.run_status, o.reason, o.attempt
   FROM written w
   JOIN outcome o ON o.id = w.id
 RETURNING job_id;
+
+-- name: extend_leases
+-- The heartbeat: push out the leases of this worker's running jobs ($1 ids, $2 attempts)
+-- in one statement. Returns the ids still ours; a missing id was rescued elsewhere.
+UPDATE job_queue j
+   SET lease_expires_at = now() + make_interval(secs => $4)
+  FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)
+ WHERE j.id = r.id
+   AND j.status = 'running'
+   AND j.attempts = r.attempt
+   AND j.locked_by = $3
+RETURNING j.id;
+
+-- name: rescue_expired
+-- Return up to $1 running jobs whose lease expired (their worker died or hung) to pending
+-- after a backoff of $2 * 2^(attempts-1) seconds capped at $3, or to failed when out of
+-- attempts, with one job_runs row each (worker_id: the worker that lost the job; $4: the
+-- rescuer). SKIP LOCKED: rescuers on several workers rescue each job once. The expired
+-- attempt counts, so a job that crashes its worker every time ends failed.
+WITH expired AS (
+  SELECT j.id, j.locked_by, j.started_at, j.attempts >= coalesce(j.max_attempts, 1) AS exhausted
+    FROM job_queue j
+   WHERE j.status = 'running'
+     AND j.lease_expires_at < now()
+   ORDER BY j.id
+   LIMIT $1
+   FOR UPDATE SKIP LOCKED
+), rescued AS (
+  UPDATE job_queue j
+     SET status = CASE WHEN e.exhausted THEN 'failed' ELSE 'pending' END,
+         run_at = CASE WHEN e.exhausted THEN j.run_at
+                       ELSE now() + make_interval(secs => least($3::float8,
+                                      $2::float8 * power(2, greatest(j.attempts - 1, 0)))) END,
+         finished_at = CASE WHEN e.exhausted THEN now() END,
+         last_error = 'lease expired: worker ' || coalesce(e.locked_by, '?')
+                      || ' stopped before finishing attempt ' || j.attempts
+                      || ' (rescued by ' || $4 || ')',
+         locked_by = NULL,
+         lease_expires_at = NULL,
+         updated_at = now()
+    FROM expired e
+   WHERE j.id = e.id
+  RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name,
+            j.attempts, j.last_error
+)
+INSERT INTO job_runs (job_id, job_key, queue, run_type, status, reason, attempt, error,
+                      user_id, worker_id, schedule_name, started_at, finished_at, duration_ms)
+SELECT r.id, r.task_type, r.queue, r.run_type,
+       CASE WHEN e.exhausted THEN 'failed' ELSE 'rescued' END,
+       'lease_expired', r.attempts, r.last_error, r.requested_by, e.locked_by, r.schedule_name,
+       coalesce(e.started_at, now()), now(),
+       greatest(0, extract(epoch FROM now() - coalesce(e.started_at, now())) * 1000)::int
+  FROM rescued r
+  JOIN expired e ON e.id = r.id
+RETURNING job_id, status;
+
+-- name: paused_queues
+SELECT queue, paused_at, paused_by, reason FROM job_queue_pauses ORDER BY queue;
+
+-- name: pause_queue
+SELECT job_queue_pause($1, $2) AS changed;
+
+-- name: resume_queue
+SELECT job_queue_resume($1) AS changed;
+
+-- name: prune_jobs
+-- Retention: delete up to $3 succeeded or cancelled jobs finished before $1, and failed
+-- jobs finished before $2 (NULL: keep failed jobs). created_at < cutoff lets the BRIN
+-- index skip recent pages; SKIP LOCKED keeps concurrent pruners from waiting on each other.
+WITH doomed AS (
+  SELECT id
+    FROM job_queue
+   WHERE created_at < greatest($1::timestamptz, coalesce($2::timestamptz, $1::timestamptz))
+     AND ((status IN ('succeeded', 'cancelled') AND finished_at < $1)
+          OR (status = 'failed' AND finished_at < $2))
+   LIMIT $3
+   FOR UPDATE SKIP LOCKED
+), gone AS (
+  DELETE FROM job_queue j USING doomed WHERE j.id = doomed.id RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone;
+
+-- name: prune_runs
+-- Retention for the audit trail: up to $2 job_runs rows that started before $1.
+WITH doomed AS (
+  SELECT id FROM job_runs WHERE started_at < $1 ORDER BY started_at LIMIT $2
+), gone AS (
+  DELETE FROM job_runs r USING doomed WHERE r.id = doomed.id RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone;
 
 -- name: enqueue_job
 -- The CLI's enqueue. A live job with the same dedupe key wins: nothing is inserted and its

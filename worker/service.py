@@ -13,7 +13,8 @@ import asyncpg
 import structlog
 import tenacity
 
-from worker import dispatcher, embedded, errors, executor, migrations, store
+from worker import dispatcher, embedded, errors, executor, maintenance, migrations, store
+from worker.clock import SystemClock
 from worker.config import Settings
 from worker.registry import REGISTRY, Registry
 
@@ -107,11 +108,38 @@ async def run(settings: Settings, *, once: bool) -> dispatcher.Summary:
     registry = load_handlers(settings)
     async with database(settings) as db:
         worker = dispatcher.Dispatcher(db, registry, settings, once=once, keep_results=once)
+        rescuer = maintenance.Rescuer(db, settings)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_forward_signals, worker)
+            if once:
+                # A cron-style `--once` deployment has no other rescuer: free the jobs of
+                # crashed runs first, so they are drained too.
+                await rescuer.run_once()
+            else:
+                _start_maintenance(tg, db, settings, rescuer, worker.observer)
             summary = await worker.run()
             tg.cancel_scope.cancel()
         return summary
+
+
+def _start_maintenance(
+    tg: anyio.abc.TaskGroup,
+    db: store.Store,
+    settings: Settings,
+    rescuer: maintenance.Rescuer,
+    observer: dispatcher.Observer,
+) -> None:
+    pruner = maintenance.Pruner(db, settings, SystemClock())
+    tg.start_soon(
+        maintenance.every,
+        settings.rescue_interval_s,
+        "rescuer",
+        rescuer.run_once,
+        observer.loop_alive,
+    )
+    tg.start_soon(
+        maintenance.every, settings.prune_interval_s, "pruner", pruner.run_once, observer.loop_alive
+    )
 
 
 async def _forward_signals(worker: dispatcher.Dispatcher) -> None:
@@ -134,6 +162,7 @@ async def status(settings: Settings) -> dict[str, Any]:
     registry = load_handlers(settings)
     async with database(settings) as db:
         report = await db.status()
+        paused = await db.paused_queues()
     served = set(registry.names())
     return {
         "counts": [dict(row) for row in report.counts],
@@ -147,6 +176,7 @@ async def status(settings: Settings) -> dict[str, Any]:
             if row["task_type"] not in served
         ],
         "served_task_types": sorted(served),
+        "paused_queues": [dict(row) for row in paused],
     }
 
 
@@ -188,3 +218,11 @@ async def demo(settings: Settings, *, jobs: int) -> dispatcher.Summary:
         await db.enqueue_many("noop", [{} for _ in range(3)])
         await db.enqueue("flaky", {"fail_times": 1})
     return await run(settings, once=True)
+
+
+async def set_paused(settings: Settings, queue: str, paused: bool, reason: str | None) -> bool:
+    """Pause or resume a queue for every worker; returns whether anything changed."""
+    async with database(settings) as db:
+        if paused:
+            return await db.pause_queue(queue, reason)
+        return await db.resume_queue(queue)

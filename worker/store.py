@@ -25,6 +25,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
     asyncpg.AdminShutdownError,  # 57P01: server restarted under us
     asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,  # transient while a restarted server fills up again
 )
 """Errors that mean "the database is away", not "this statement is wrong"."""
 
@@ -116,12 +117,20 @@ class Store:
         self.dsn = dsn
 
     @contextlib.asynccontextmanager
-    async def listen(self, channel: str, callback: Callable[[], None]) -> AsyncIterator[Listener]:
+    async def listen(
+        self,
+        channel: str,
+        on_notify: Callable[[], None],
+        on_lost: Callable[[], None] | None = None,
+    ) -> AsyncIterator[Listener]:
+        """A dedicated connection LISTENing on `channel`; `on_lost` runs if it closes."""
         conn = await asyncpg.connect(
-            self.dsn, server_settings={"application_name": "worker-listen"}
+            self.dsn, server_settings={"application_name": "worker-listen"}, timeout=10
         )
         try:
-            await conn.add_listener(channel, lambda *_: callback())
+            if on_lost is not None:
+                conn.add_termination_listener(lambda *_: on_lost())
+            await conn.add_listener(channel, lambda *_: on_notify())
             yield Listener(conn)
         finally:
             with contextlib.suppress(Exception):
@@ -222,6 +231,52 @@ class Store:
             worker_id,
         )
         return {row["job_id"] for row in written}
+
+    async def extend_leases(
+        self, jobs: Sequence[tuple[int, int]], *, worker_id: str, lease_s: float
+    ) -> set[int]:
+        """Heartbeat for (job id, attempt) pairs; returns the ids whose lease is still ours."""
+        rows = await self.pool.fetch(
+            QUERIES["extend_leases"],
+            [job_id for job_id, _ in jobs],
+            [attempt for _, attempt in jobs],
+            worker_id,
+            float(lease_s),
+        )
+        return {row["id"] for row in rows}
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    async def rescue_expired(
+        self, *, limit: int, retry_base_s: float, retry_cap_s: float, rescuer_id: str
+    ) -> list[Record]:
+        """Expired leases back to pending (or failed): [(job_id, job_runs status)]."""
+        return await self.pool.fetch(
+            QUERIES["rescue_expired"],
+            limit,
+            float(retry_base_s),
+            float(retry_cap_s),
+            rescuer_id,
+        )
+
+    async def prune_jobs(
+        self, *, finished_before: datetime, failed_before: datetime | None, limit: int
+    ) -> int:
+        return int(
+            await self.pool.fetchval(QUERIES["prune_jobs"], finished_before, failed_before, limit)
+        )
+
+    async def prune_runs(self, *, started_before: datetime, limit: int) -> int:
+        return int(await self.pool.fetchval(QUERIES["prune_runs"], started_before, limit))
+
+    async def paused_queues(self) -> list[Record]:
+        return await self.pool.fetch(QUERIES["paused_queues"])
+
+    async def pause_queue(self, queue: str, reason: str | None = None) -> bool:
+        return bool(await self.pool.fetchval(QUERIES["pause_queue"], queue, reason))
+
+    async def resume_queue(self, queue: str) -> bool:
+        return bool(await self.pool.fetchval(QUERIES["resume_queue"], queue))
 
     async def enqueue(
         self,

@@ -51,8 +51,9 @@ def wait_until(predicate: object, timeout_s: float, what: str) -> None:
 def start_daemon(base: Path, log: Path) -> subprocess.Popen[bytes]:
     env = worker_env(None, WORKER_EMBEDDED_DIR=str(base), WORKER_POLL_INTERVAL_S="0.2")
     with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "worker"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=sink)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=sink
+        )
     wait_until(lambda: b"worker_started" in log.read_bytes(), 60, "the daemon to start")
     return process
 
@@ -62,16 +63,28 @@ def test_sigkilled_daemon_does_not_leave_the_server_running(embedded_dir: Path) 
     server = postmaster(embedded_dir)
     assert server is not None and server.is_running()
     # A second process (the CLI) attaches to the same server and leaves it running.
-    enqueued = run_cli("enqueue", "echo", "--payload", '{"message": "x"}', dsn=None,
-                       WORKER_EMBEDDED_DIR=str(embedded_dir))
+    enqueued = run_cli(
+        "enqueue",
+        "echo",
+        "--payload",
+        '{"message": "x"}',
+        dsn=None,
+        WORKER_EMBEDDED_DIR=str(embedded_dir),
+    )
     assert enqueued.returncode == 0, enqueued.stderr
     assert server.is_running()
-    wait_until(lambda: b'"job_succeeded"' in (embedded_dir / "daemon.log").read_bytes(), 20,
-               "the daemon to run the CLI's job")
+    wait_until(
+        lambda: b'"job_succeeded"' in (embedded_dir / "daemon.log").read_bytes(),
+        20,
+        "the daemon to run the CLI's job",
+    )
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(timeout=10)
-    wait_until(lambda: not server.is_running() or server.status() == psutil.STATUS_ZOMBIE, 30,
-               "the watchdog to stop the orphaned server")
+    wait_until(
+        lambda: not server.is_running() or server.status() == psutil.STATUS_ZOMBIE,
+        30,
+        "the watchdog to stop the orphaned server",
+    )
 
 
 def test_sigterm_exits_zero_and_stops_the_server(embedded_dir: Path) -> None:

@@ -1,0 +1,120 @@
+"""Lease rescue and retention: each a `run_once()` that tests call directly, plus a thin loop.
+
+Every worker runs both; they are safe to run concurrently (SKIP LOCKED, bounded batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import anyio
+import anyio.lowlevel
+import structlog
+
+from worker import executor, store
+from worker.clock import Clock
+from worker.config import Settings
+
+log = structlog.get_logger("worker.maintenance")
+
+_RESCUE_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RescueReport:
+    rescued: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    jobs_deleted: int = 0
+    runs_deleted: int = 0
+
+
+class Rescuer:
+    """Returns jobs whose lease expired (a dead or hung worker) to pending, or to failed."""
+
+    def __init__(self, db: store.Store, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    async def run_once(self) -> RescueReport:
+        rescued = failed = 0
+        while True:
+            rows = await self.db.rescue_expired(
+                limit=_RESCUE_BATCH,
+                retry_base_s=self.settings.retry_base_s,
+                retry_cap_s=self.settings.retry_cap_s,
+                rescuer_id=self.settings.worker_id,
+            )
+            for row in rows:
+                failed_for_good = row["status"] == "failed"
+                failed += failed_for_good
+                rescued += not failed_for_good
+                log.warning(
+                    "job_rescued",
+                    job_id=row["job_id"],
+                    outcome=row["status"],
+                    reason="lease_expired",
+                )
+            if len(rows) < _RESCUE_BATCH:
+                return RescueReport(rescued, failed)
+
+
+class Pruner:
+    """Deletes finished jobs and audit rows past their retention age, in bounded batches
+    (each its own short transaction) so it never holds long locks."""
+
+    def __init__(self, db: store.Store, settings: Settings, clock: Clock) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+
+    async def run_once(self) -> PruneReport:
+        now = self.clock.now()
+        s = self.settings
+        finished_before = now - timedelta(days=s.retain_succeeded_days)
+        failed_before = (
+            None if s.retain_failed_days is None else now - timedelta(days=s.retain_failed_days)
+        )
+        jobs = await self._batches(
+            lambda: self.db.prune_jobs(
+                finished_before=finished_before, failed_before=failed_before, limit=s.prune_batch
+            )
+        )
+        runs = await self._batches(
+            lambda: self.db.prune_runs(
+                started_before=now - timedelta(days=s.retain_runs_days), limit=s.prune_batch
+            )
+        )
+        if jobs or runs:
+            log.info("pruned", jobs_deleted=jobs, runs_deleted=runs)
+        return PruneReport(jobs, runs)
+
+    async def _batches(self, delete: Callable[[], Awaitable[int]]) -> int:
+        total = 0
+        while True:
+            deleted = await delete()
+            total += deleted
+            if deleted < self.settings.prune_batch:
+                return total
+            await anyio.lowlevel.checkpoint()  # let the worker's own statements in between
+
+
+async def every(
+    interval_s: float,
+    name: str,
+    run_once: Callable[[], Awaitable[object]],
+    on_alive: Callable[[str], None],
+) -> None:
+    """Run `run_once` every `interval_s`; a database outage is logged and retried next time."""
+    while True:
+        try:
+            await run_once()
+            on_alive(name)
+        except store.CONNECTION_ERRORS as exc:
+            log.warning("maintenance_failed", loop=name, error=executor.describe(exc))
+        await anyio.sleep(interval_s)
