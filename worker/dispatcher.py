@@ -12,11 +12,13 @@ Three tasks cooperate:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import asyncpg
 import structlog
 
 from worker import executor, store
@@ -25,6 +27,9 @@ from worker.config import Settings
 from worker.registry import JobContext, Registry
 
 log = structlog.get_logger("worker.dispatcher")
+
+# What a refused write raises: the data, not the connection, is the problem.
+_REFUSED = (asyncpg.DataError, asyncpg.PostgresError, ValueError, TypeError)
 
 CHANNEL = "job_queue"
 
@@ -281,12 +286,39 @@ class Dispatcher:
             self._wake_claimer.set()
 
     async def _write(self, batch: list[executor.Outcome]) -> set[int]:
-        """Write a batch, retrying while the database is away: an outcome is never dropped."""
+        """Write a batch; while the database is away, keep retrying (outcomes are not dropped).
+        If the batch is refused (a result PostgreSQL cannot store, such as NaN in JSON),
+        write its rows one by one so one bad outcome cannot stall or crash the worker."""
         rows = [executor.to_finish(o) for o in batch]
+        try:
+            return await self._write_retrying(rows)
+        except _REFUSED as exc:
+            log.error("finish_batch_refused", jobs=len(rows), error=executor.describe(exc))
+        written: set[int] = set()
+        for row in rows:
+            written |= await self._write_alone(row)
+        return written
+
+    async def _write_alone(self, row: store.Finish) -> set[int]:
+        try:
+            return await self._write_retrying([row])
+        except _REFUSED as exc:
+            problem = f"could not record the handler's result: {executor.describe(exc)}"
+        log.error("job_result_dropped", job_id=row.job_id, error=problem)
+        fallback = dataclasses.replace(row, result=None, notes=problem, error=row.error or problem)
+        try:
+            return await self._write_retrying([fallback])
+        except _REFUSED as exc:  # nothing left to strip; the lease will expire and be rescued
+            log.error("job_outcome_lost", job_id=row.job_id, error=executor.describe(exc))
+            return set()
+
+    async def _write_retrying(self, rows: list[store.Finish]) -> set[int]:
         delay_s = 0.2
         while True:
             try:
                 return await self.db.finish(rows, worker_id=self.settings.worker_id)
+            except asyncpg.DataError:
+                raise  # an InterfaceError, but about the data, not the connection
             except store.CONNECTION_ERRORS as exc:
                 log.warning(
                     "finish_failed",

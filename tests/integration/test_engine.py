@@ -263,3 +263,28 @@ async def test_nul_bytes_in_errors_and_results_are_stored(
     await drain(db, make_settings(), registry)
     row = await factories.job(db, job_id)
     assert (row["status"], row["last_error"]) == ("failed", "RuntimeError: bad\ufffdbyte")
+
+
+async def test_a_result_postgresql_refuses_is_dropped_not_fatal(
+    db: store.Store, make_settings: Any
+) -> None:
+    async def nan(ctx: Any, payload: Any) -> Any:
+        return handlers.JobResult(rows_affected=1, notes=["fine"], data={"ratio": float("nan")})
+
+    async def circular(ctx: Any, payload: Any) -> Any:
+        data: dict[str, Any] = {}
+        data["self"] = data
+        return handlers.JobResult(data=data)
+
+    registry = handlers.registry()
+    registry.add(Handler("nan", nan, handlers.Empty))
+    registry.add(Handler("circular", circular, handlers.Empty))
+    ids = [await factories.make_job(db, task_type=t) for t in ("nan", "circular", "ok")]
+    summary = await drain(db, make_settings(), registry)
+    assert (summary.succeeded, summary.lease_lost) == (3, 0)
+    for job_id in ids[:2]:
+        row = await factories.job(db, job_id)
+        assert (row["status"], row["result"]) == ("succeeded", None)
+        [run] = await factories.runs(db, job_id)
+        assert run["notes"].startswith("could not record the handler's result")
+    assert (await factories.job(db, ids[2]))["result"] == {"ok": True}
