@@ -25,6 +25,7 @@ import secrets
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -324,9 +325,23 @@ def write_results(
 # --------------------------------------------------------------------- main
 
 
+def embedded_server() -> str:
+    """A throwaway server, so the benchmark also runs on a machine with no PostgreSQL."""
+    from worker import embedded  # noqa: PLC0415 - only needed without --dsn
+
+    base = Path(tempfile.mkdtemp(prefix="worker-bench-pg-"))
+    print(f"> no --dsn: using an embedded PostgreSQL in {base}\n")
+    return embedded.start(base, cleanup_mode="delete")
+
+
 def parse_args() -> tuple[Settings, list[str]]:
     parser = argparse.ArgumentParser(description="Interleaving job-queue benchmark runner.")
-    parser.add_argument("--dsn", required=True, help="URL of an admin database on the server")
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("BENCH_DATABASE_URL"),
+        help="URL of an admin database on the server (default: $BENCH_DATABASE_URL, else a "
+        "throwaway embedded PostgreSQL, fsync and synchronous_commit on)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--jobs", type=int, default=200, help="pickup jobs per run")
@@ -340,7 +355,8 @@ def parse_args() -> tuple[Settings, list[str]]:
     scenarios = tuple(x for x in args.scenarios.split(",") if x)
     if not set(scenarios) <= set(SCENARIOS) or args.rounds < 1 or args.n < 1:
         parser.error(f"bad --scenarios/--rounds/--n; scenarios are {','.join(SCENARIOS)}")
-    settings = Settings(args.dsn, args.rounds, args.n, args.jobs, args.spacing_ms, scenarios)
+    dsn = args.dsn or embedded_server()
+    settings = Settings(dsn, args.rounds, args.n, args.jobs, args.spacing_ms, scenarios)
     return settings, [x for x in args.contenders.split(",") if x]
 
 
