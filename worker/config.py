@@ -58,9 +58,10 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
     retry_base_s: float = Field(default=2.0, ge=0, le=86_400)
     retry_cap_s: float = Field(default=3600.0, ge=0, le=30 * 86_400)
-    listen: bool = True
-    """LISTEN for inserts (instant pickup). Off behind a transaction pooler (Supavisor or
-    PgBouncer in transaction mode), which cannot hold a LISTEN: polling alone then."""
+    pooler_mode: bool = False
+    """DATABASE_URL goes through a transaction-mode pooler (Supavisor port 6543, PgBouncer):
+    no LISTEN (a pooler cannot hold one; pickup falls back to polling) and no prepared
+    statement cache (a pooler may hand each transaction a different server connection)."""
     rescue_interval_s: float = Field(default=15.0, gt=0, le=3600)
     """How often this worker looks for jobs whose lease expired."""
     prune_interval_s: float = Field(default=600.0, gt=0, le=86_400)
@@ -79,6 +80,16 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     """`auto`: readable console lines in a terminal, JSON lines otherwise."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the /health and /metrics endpoint. Unset: no endpoint (the Dockerfile sets 8080)."""
+    http_host: str = "127.0.0.1"
+    """Address the endpoint listens on (the Dockerfile sets 0.0.0.0 for platform checks)."""
+    health_stale_s: float | None = Field(default=None, gt=0, le=86_400)
+    """/health fails when a loop is silent this long. Unset: max(3 × poll interval, 30 s)."""
+    sentry_environment: str | None = None
+    """Sentry's `environment` (production, staging, ...)."""
+    sentry_repeat_failures: int = Field(default=3, ge=1, le=1000)
+    """Report a retry to Sentry as a warning from this attempt number on."""
     embedded_dir: Path = Path(".worker")
     """Where the embedded PostgreSQL keeps its data when DATABASE_URL is unset."""
     auto_migrate: bool = False

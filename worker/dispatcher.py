@@ -165,7 +165,7 @@ class Dispatcher:
             loops.start_soon(self._flusher)
             if not self.once:
                 loops.start_soon(self._heartbeat)
-                if self.settings.listen:
+                if not self.settings.pooler_mode:
                     loops.start_soon(self._listen)
             await self._claimer()
             await self._drain_in_flight()

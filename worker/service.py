@@ -13,7 +13,16 @@ import asyncpg
 import structlog
 import tenacity
 
-from worker import dispatcher, embedded, errors, executor, maintenance, migrations, store
+from worker import (
+    dispatcher,
+    embedded,
+    errors,
+    executor,
+    maintenance,
+    migrations,
+    observability,
+    store,
+)
 from worker.clock import SystemClock
 from worker.config import Settings
 from worker.registry import REGISTRY, Registry
@@ -53,19 +62,24 @@ def _log_unreachable(state: tenacity.RetryCallState) -> None:
     )
 
 
-async def _connect(dsn: str, pool_size: int, timeout_s: float) -> store.Store:
+async def _connect(settings: Settings, dsn: str, pool_size: int) -> store.Store:
     """Connect, retrying with backoff while the server is starting or unreachable."""
     retrying = tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception_type(store.CONNECTION_ERRORS),
         wait=tenacity.wait_exponential(multiplier=0.2, max=5),
-        stop=tenacity.stop_after_delay(timeout_s),
+        stop=tenacity.stop_after_delay(settings.connect_timeout_s),
         before_sleep=_log_unreachable,
         reraise=True,
     )
     try:
         async for attempt in retrying:
             with attempt:
-                return await store.connect(dsn, min_size=1, max_size=pool_size)
+                return await store.connect(
+                    dsn,
+                    min_size=1,
+                    max_size=pool_size,
+                    statement_cache_size=0 if settings.pooler_mode else 100,
+                )
     except _CONNECT_ERRORS as exc:
         raise errors.DatabaseUnavailable(
             f"DATABASE_URL: cannot connect: {executor.describe(exc)}"
@@ -83,7 +97,7 @@ async def database(
     database is the embedded one; False only checks.
     """
     dsn, is_embedded = resolve_dsn(settings)
-    db = await _connect(dsn, settings.pool_size, settings.connect_timeout_s)
+    db = await _connect(settings, dsn, settings.pool_size)
     try:
         version_num, version = await db.server_version()
         if version_num < MIN_SERVER_VERSION:
@@ -106,8 +120,10 @@ async def database(
 async def run(settings: Settings, *, once: bool) -> dispatcher.Summary:
     """Run until stopped (SIGTERM/SIGINT) or, with `once`, until no due job is left."""
     registry = load_handlers(settings)
-    async with database(settings) as db:
-        worker = dispatcher.Dispatcher(db, registry, settings, once=once, keep_results=once)
+    async with database(settings) as db, _observed(settings, db, once=once) as telemetry:
+        worker = dispatcher.Dispatcher(
+            db, registry, settings, once=once, keep_results=once, observer=telemetry
+        )
         rescuer = maintenance.Rescuer(db, settings)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_forward_signals, worker)
@@ -120,6 +136,15 @@ async def run(settings: Settings, *, once: bool) -> dispatcher.Summary:
             summary = await worker.run()
             tg.cancel_scope.cancel()
         return summary
+
+
+def _observed(
+    settings: Settings, db: store.Store, *, once: bool
+) -> contextlib.AbstractAsyncContextManager[observability.Telemetry | None]:
+    """Metrics, /health and Sentry belong to the daemon; a --once run prints its summary."""
+    if once:
+        return contextlib.nullcontext()
+    return observability.running(settings, db)
 
 
 def _start_maintenance(
@@ -151,7 +176,7 @@ async def _forward_signals(worker: dispatcher.Dispatcher) -> None:
 
 async def migrate(settings: Settings) -> list[store.Migration]:
     dsn, _ = resolve_dsn(settings)
-    db = await _connect(dsn, 2, settings.connect_timeout_s)
+    db = await _connect(settings, dsn, 2)
     try:
         return await migrations.migrate(db)
     finally:

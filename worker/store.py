@@ -89,11 +89,14 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def connect(dsn: str, *, min_size: int = 1, max_size: int = 4) -> Store:
+async def connect(
+    dsn: str, *, min_size: int = 1, max_size: int = 4, statement_cache_size: int = 100
+) -> Store:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        statement_cache_size=statement_cache_size,
         init=init_connection,
         server_settings={"application_name": "worker"},
     )
@@ -327,3 +330,7 @@ class Store:
                 oldest_pending=await conn.fetch(QUERIES["oldest_pending"]),
                 pending_task_types=await conn.fetch(QUERIES["pending_task_types"]),
             )
+
+    async def queue_metrics(self) -> list[Record]:
+        """(queue, status, jobs, oldest_due_age_s) for live jobs: what /metrics reports."""
+        return await self.pool.fetch(QUERIES["queue_metrics"])

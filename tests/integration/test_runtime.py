@@ -233,3 +233,24 @@ async def wait_for_listener(db: store.Store) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no LISTEN connection appeared")
+
+
+async def test_pooler_mode_polls_without_a_listen_connection(
+    db: store.Store, make_settings: Any
+) -> None:
+    worker = dispatcher.Dispatcher(
+        db, handlers.registry(), make_settings(pooler_mode=True, poll_interval_s=0.1)
+    )
+    task = asyncio.create_task(worker.run())
+    job_id = await db.enqueue("ok", {})
+    for _ in range(200):
+        if (await factories.job(db, job_id))["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.02)
+    listeners = await db.pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'worker-listen'"
+    )
+    worker.request_stop()
+    await asyncio.wait_for(task, timeout=10)
+    assert (await factories.job(db, job_id))["status"] == "succeeded"
+    assert listeners == 0
