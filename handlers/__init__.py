@@ -1,5 +1,25 @@
 """The handlers this worker ships. Importing the package registers all of them."""
 
-from handlers import demo
+from handlers import (
+    challenges,
+    demo,
+    endpoints,
+    game_platform,
+    maintenance,
+    metrics,
+    trading,
+    usage,
+    wearables,
+)
 
-__all__ = ["demo"]
+__all__ = [
+    "challenges",
+    "demo",
+    "endpoints",
+    "game_platform",
+    "maintenance",
+    "metrics",
+    "trading",
+    "usage",
+    "wearables",
+]
