@@ -35,9 +35,11 @@ examples:
   python -m worker                       run until SIGTERM/SIGINT
   python -m worker --once                drain every due job, print a JSON summary, exit
   python -m worker migrate               create or update the tables and functions
+  python -m worker migrate --reference   ... and the bundled handlers' reference tables
   python -m worker enqueue echo --payload '{"message": "hi"}'
   python -m worker status                counts by queue, task type and status
   python -m worker pause mail --reason "provider outage"   (then: resume mail)
+  python -m worker schedules list        recurring jobs: next run, last result
   python -m worker demo                  enqueue demo jobs and drain them
 
 exit codes: 0 ok; 1 a job failed for good (--once, demo); 2 bad usage, settings or input;
@@ -105,8 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="run as a daemon (the default)").add_argument(
         "--once", action="store_true", help="drain every due job and exit"
     )
-    commands.add_parser("migrate", help="apply pending schema migrations")
+    commands.add_parser("migrate", help="apply pending schema migrations").add_argument(
+        "--reference",
+        action="store_true",
+        help="also create the reference tables the bundled handlers use (never needed by "
+        "an app that has its own tables)",
+    )
     _add_enqueue(commands)
+    _add_schedules(commands)
     pause = commands.add_parser("pause", help="stop every worker claiming from a queue")
     pause.add_argument("queue", type=_name_arg)
     pause.add_argument("--reason", help="shown by `status` and in job_queue_pauses")
@@ -187,12 +195,17 @@ def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
             print(json.dumps(summary.as_dict(), default=str))
         return EXIT_JOBS_FAILED if summary.failed else EXIT_OK
     if command == "migrate":
-        applied = _run(service.migrate, settings)
-        names = [f"{m.version:04d}_{m.name}" for m in applied]
+        applied = _run(service.migrate, settings, reference=args.reference)
+        names = [
+            f"{'' if m.migration_set == 'core' else m.migration_set + '/'}{m.version:04d}_{m.name}"
+            for m in applied
+        ]
         print(json.dumps({"applied": names}))
         return EXIT_OK
     if command == "enqueue":
         return _enqueue(args, settings)
+    if command == "schedules":
+        return _schedules(args, settings)
     if command in ("pause", "resume"):
         changed = _run(
             service.set_paused,
@@ -256,4 +269,174 @@ def _format_status(report: dict[str, Any]) -> str:
             f"unserved: {row['pending']} pending {row['task_type']!r} job(s) have no "
             "handler in this worker"
         )
+    return "\n".join(lines)
+
+
+# -- schedules ----------------------------------------------------------------------------
+
+_SCHEDULE_EPILOG = """\
+examples:
+  python -m worker schedules list
+  python -m worker schedules add nightly_report --cron '0 6 * * *' --timezone Europe/London \\
+      --task call_endpoint --payload '{"endpoint": "report"}'
+  python -m worker schedules set nightly_report --cron '30 6 * * 1-5'
+  python -m worker schedules pause nightly_report     (then: resume nightly_report)
+  python -m worker schedules history nightly_report --limit 5
+
+cron: 5 fields (minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly,
+@monthly, @yearly; evaluated in the schedule's IANA timezone (default UTC).
+missed: ticks no worker ran in time: latest (run the newest once; the default), skip
+(run a tick only if at most WORKER_SCHEDULER_GRACE_S late), all (run each of them, at
+most the newest WORKER_SCHEDULER_BACKFILL_MAX).
+"""
+
+
+def _add_schedules(commands: Any) -> None:
+    group = commands.add_parser(
+        "schedules",
+        help="list, add, change, pause, resume, remove recurring jobs; their history",
+        description="Recurring jobs (job_schedules). Changes apply to every worker.",
+        epilog=_SCHEDULE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="every schedule, its next run and last result")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add = actions.add_parser("add", help="create a schedule")
+    add.add_argument("name", help="unique name, e.g. nightly_report")
+    add.add_argument("--cron", required=True, help="e.g. '*/15 * * * *' or @daily")
+    add.add_argument("--task", required=True, help="task type each tick enqueues")
+    _add_schedule_options(add, defaults=True)
+    add.add_argument("--paused", action="store_true", help="create it paused")
+    change = actions.add_parser("set", help="change a schedule (a new cron re-times it)")
+    change.add_argument("name")
+    change.add_argument("--cron", help="new cron expression")
+    change.add_argument("--task", help="new task type")
+    _add_schedule_options(change, defaults=False)
+    for action, text in (
+        ("pause", "stop enqueueing a schedule's ticks"),
+        ("resume", "start again (ticks missed while paused are not run)"),
+        ("remove", "delete a schedule (its jobs and history stay)"),
+    ):
+        actions.add_parser(action, help=text).add_argument("name")
+    history = actions.add_parser("history", help="a schedule's latest runs (job_runs)")
+    history.add_argument("name")
+    history.add_argument("--limit", type=_int_range(1, 1000), default=20, help="default 20")
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _add_schedule_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    def default(value: Any) -> Any:
+        return value if defaults else None
+
+    parser.add_argument("--payload", type=_json_arg, default=default({}), help="JSON object")
+    parser.add_argument(
+        "--timezone", default=default("UTC"), help="IANA name, e.g. Europe/London (new: UTC)"
+    )
+    parser.add_argument("--queue", default=default("default"), help="new: 'default'")
+    parser.add_argument(
+        "--priority", type=_int_range(-1000, 1000), default=default(0), help="new: 0"
+    )
+    parser.add_argument("--max-attempts", type=_int_range(1, 1000), help="default: the handler's")
+    parser.add_argument(
+        "--missed", choices=("latest", "skip", "all"), default=default("latest"), help="new: latest"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="allow a task type this worker has no handler for"
+    )
+
+
+def _schedules(args: argparse.Namespace, settings: config.Settings) -> int:
+    try:
+        if args.action == "list":
+            rows = _run(service.list_schedules, settings)
+            print(_json(rows) if args.json else _format_schedules(rows))
+        elif args.action == "history":
+            runs = _run(service.schedule_history, settings, args.name, args.limit)
+            print(_json(runs) if args.json else _format_history(args.name, runs))
+        elif args.action == "remove":
+            _run(service.remove_schedule, settings, args.name)
+            print(json.dumps({"removed": args.name}))
+        else:
+            print(_json({"schedule": _change_schedule(args, settings)}))
+    except errors.ScheduleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _change_schedule(args: argparse.Namespace, settings: config.Settings) -> Any:
+    if args.action in ("pause", "resume"):
+        return _run(service.set_schedule_active, settings, args.name, args.action == "resume")
+    fields = {
+        "cron": args.cron,
+        "task_type": args.task,
+        "payload": args.payload,
+        "timezone": args.timezone,
+        "queue": args.queue,
+        "priority": args.priority,
+        "max_attempts": args.max_attempts,
+        "missed": args.missed,
+    }
+    if args.action == "add":
+        return _run(
+            service.add_schedule,
+            settings,
+            args.name,
+            active=not args.paused,
+            force=args.force,
+            **fields,
+        )
+    changes = {key: value for key, value in fields.items() if value is not None}
+    if not changes:
+        raise errors.ScheduleError("nothing to change: pass --cron, --task, --payload, ...")
+    return _run(service.update_schedule, settings, args.name, changes, force=args.force)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, indent=2)
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M}"
+
+
+def _format_schedules(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'name':<28} {'state':<14} {'cron':<14} {'timezone':<18} {'task_type':<28} "
+        f"{'next run (UTC)':<17} last run"
+    ]
+    for r in rows:
+        state = "active" if r["active"] else f"paused ({r['paused_by']})"
+        task = r["task_type"] + ("" if r["served_here"] else " *")
+        last = "-"
+        if r["last_run_status"]:
+            last = f"{r['last_run_status']} {_when(r['last_run_finished_at'])}"
+        elif r["last_job_status"]:
+            last = f"job {r['last_job_id']} {r['last_job_status']}"
+        lines.append(
+            f"{r['name']:<28} {state:<14} {r['cron']:<14} {r['timezone']:<18} {task:<28} "
+            f"{_when(r['next_tick_at']):<17} {last}"
+        )
+    if not rows:
+        lines.append("(no schedules)")
+    if any(not r["served_here"] for r in rows):
+        lines.append("* no handler for this task type in this worker")
+    return "\n".join(lines)
+
+
+def _format_history(name: str, runs: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'started (UTC)':<17} {'job':>8} {'try':>3} {'status':<10} {'reason':<16} "
+        f"{'ms':>7} {'rows':>6} notes / error"
+    ]
+    for r in runs:
+        text = (r["error"] or r["notes"] or "").replace("\n", " ")
+        lines.append(
+            f"{_when(r['started_at']):<17} {r['job_id']:>8} {r['attempt']:>3} "
+            f"{r['status']:<10} {r['reason'] or '-':<16} {r['duration_ms']:>7} "
+            f"{'-' if r['rows_affected'] is None else r['rows_affected']:>6} {text[:80]}"
+        )
+    if not runs:
+        lines.append(f"(no runs of schedule '{name}' yet)")
     return "\n".join(lines)

@@ -72,6 +72,21 @@ class Settings(BaseSettings):
     retain_runs_days: float = Field(default=30.0, gt=0)
     """job_runs rows are deleted this long after they started."""
     prune_batch: int = Field(default=1000, ge=1, le=100_000)
+    scheduler: bool = True
+    """Run the built-in cron scheduler (job_schedules -> job_queue); every replica may, each
+    tick is enqueued once. Off: no scheduler and no schedule-file sync in this process."""
+    schedules_file: Path | None = Path("handlers/schedules.toml")
+    """Schedules synced into job_schedules at start (an admin's pause is kept). Empty: none.
+    A relative path is looked up in the working directory, then beside the package."""
+    scheduler_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    """Longest wait between scheduler passes (it wakes sooner when a tick is due)."""
+    scheduler_grace_s: float = Field(default=300.0, ge=0, le=86_400)
+    """Under the `skip` missed-tick policy, a tick seen at most this late still runs."""
+    scheduler_backfill_max: int = Field(default=100, ge=1, le=10_000)
+    """Most missed ticks the `all` policy enqueues for one schedule (the newest ones)."""
+    scheduler_max_skew_s: float = Field(default=30.0, gt=0, le=3600)
+    """This host's clock may differ from the database's by this much; beyond it, this
+    worker stops scheduling (and logs scheduler_clock_skew) until the clocks agree."""
     default_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
     """Handler timeout when the handler does not declare one."""
     handler_modules: Annotated[list[str], NoDecode] = ["handlers"]
@@ -101,6 +116,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("schedules_file", mode="before")
+    @classmethod
+    def _no_schedules_file(cls, value: Any) -> Any:
+        # WORKER_SCHEDULES_FILE= (empty) means no file, not the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("queues")
     @classmethod

@@ -224,8 +224,11 @@ class Dispatcher:
                 worker_id=self.settings.worker_id,
                 lease_s=self.settings.lease_s,
             )
-        except store.CONNECTION_ERRORS as exc:
-            log.warning("claim_failed", error=executor.describe(exc))
+        except Exception as exc:  # the claimer must outlive a bad claim; unexpected ones loudly
+            if isinstance(exc, store.CONNECTION_ERRORS):
+                log.warning("claim_failed", error=executor.describe(exc))
+            else:
+                log.exception("claim_crashed")
             with anyio.move_on_after(1.0):
                 await self._stopping.wait()
             return []
@@ -394,7 +397,7 @@ class Dispatcher:
                 kept = await self.db.extend_leases(
                     running, worker_id=self.settings.worker_id, lease_s=self.settings.lease_s
                 )
-            except store.CONNECTION_ERRORS as exc:
+            except Exception as exc:  # a missed beat is retried at the next one
                 log.warning("heartbeat_failed", jobs=len(running), error=executor.describe(exc))
                 continue
             lost = {job_id for job_id, _ in running} - kept
@@ -423,7 +426,7 @@ class Dispatcher:
                         with anyio.move_on_after(ping_interval_s):
                             await lost.wait()
                         await listener.ping()
-            except store.CONNECTION_ERRORS as exc:
+            except Exception as exc:  # whatever broke it, re-open it; polling covers meanwhile
                 log.warning("listen_lost", error=executor.describe(exc), retry_in_s=delay_s)
             else:
                 log.warning("listen_lost", error="connection closed", retry_in_s=delay_s)

@@ -6,6 +6,7 @@
     ├── MigrationError       the schema cannot be brought up to date
     ├── UnknownTask          no handler is registered under a task type
     ├── DuplicateHandler     a task type was registered twice
+    ├── ScheduleError        a schedule is invalid (cron, timezone, task type...) or unknown
     └── JobError             raised by or on behalf of a handler
         ├── PermanentJobError    never retried: bad payload, unknown entity
         ├── RetryLater           retry after `delay_s` seconds (rate limits, not-yet-ready)
@@ -40,6 +41,11 @@ class UnknownTask(WorkerError):
 
 class DuplicateHandler(WorkerError):
     """A task type was registered twice."""
+
+
+class ScheduleError(WorkerError):
+    """A schedule was refused (invalid cron expression, timezone, task type...) or does not
+    exist. The message is one line, fit to show an admin."""
 
 
 class JobError(WorkerError):

@@ -117,4 +117,6 @@ async def every(
             on_alive(name)
         except store.CONNECTION_ERRORS as exc:
             log.warning("maintenance_failed", loop=name, error=executor.describe(exc))
+        except Exception:  # a daemon loop must outlive one bad iteration; say so loudly
+            log.exception("maintenance_crashed", loop=name)
         await anyio.sleep(interval_s)

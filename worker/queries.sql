@@ -237,3 +237,132 @@ SELECT task_type, count(*) AS jobs
 
 -- name: ping
 SELECT 1;
+
+-- == observability ==
+
+-- name: queue_metrics
+-- /metrics, at scrape time: live jobs per queue and status, and per queue the age in
+-- seconds of the oldest due pending job (0 when none is due). Each branch repeats a
+-- partial index's predicate, so finished history, most of the table, is never read.
+SELECT queue, 'pending' AS status, count(*) AS jobs,
+       coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())),
+                0)::float8 AS oldest_due_age_s
+  FROM job_queue
+ WHERE status = 'pending'
+ GROUP BY queue
+UNION ALL
+SELECT queue, 'running', count(*), 0::float8
+  FROM job_queue
+ WHERE status = 'running'
+ GROUP BY queue;
+
+-- == scheduler ==
+
+-- name: database_now
+-- The database's clock: the scheduler compares it with its host's before each pass.
+SELECT clock_timestamp() AS now;
+
+-- name: due_schedules
+-- Active schedules whose next tick has come by $1 (the scheduler's now), or whose next
+-- tick is not computed yet (new, re-timed or resumed).
+SELECT name, cron, timezone, missed, revision, last_tick_at, created_at
+  FROM job_schedules
+ WHERE active AND (next_tick_at IS NULL OR next_tick_at <= $1)
+ ORDER BY name;
+
+-- name: next_schedule_due
+SELECT min(next_tick_at) AS next_due_at FROM job_schedules WHERE active;
+
+-- name: fire_schedule
+-- Exactly once: move schedule $1's last_tick_at from $3 (the value the pass read) to $4
+-- and its next_tick_at to $5, only if nobody moved it meanwhile and its definition is still
+-- revision $2; and, in the same statement, insert one cron job per tick ($6, with dedupe
+-- keys $7). A replica that lost the race gets claimed = 0 and inserts nothing.
+-- last_tick_at never moves backwards, so no tick is ever crossed twice.
+WITH claimed AS (
+  UPDATE job_schedules s
+     SET last_tick_at = $4, next_tick_at = $5
+   WHERE s.name = $1
+     AND s.revision = $2
+     AND s.active
+     AND s.last_tick_at IS NOT DISTINCT FROM $3::timestamptz
+     AND $4::timestamptz >= coalesce(s.last_tick_at, '-infinity')
+  RETURNING s.name, s.task_type, s.payload, s.queue, s.priority, s.max_attempts
+), enqueued AS (
+  INSERT INTO job_queue (task_type, payload, queue, priority, max_attempts, run_at,
+                         dedupe_key, run_type, schedule_name)
+  SELECT c.task_type, c.payload, c.queue, c.priority, c.max_attempts, t.tick, t.dedupe_key,
+         'cron', c.name
+    FROM claimed c
+   CROSS JOIN unnest($6::timestamptz[], $7::text[]) AS t(tick, dedupe_key)
+  ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')
+  DO NOTHING
+  RETURNING id, run_at
+)
+SELECT (SELECT count(*) FROM claimed) AS claimed,
+       coalesce((SELECT array_agg(id ORDER BY run_at) FROM enqueued), '{}') AS job_ids,
+       coalesce((SELECT array_agg(run_at ORDER BY run_at) FROM enqueued), '{}') AS ticks;
+
+-- name: lock_schedule_sync
+-- Serialise the file sync of replicas starting at once, for the rest of the transaction.
+SELECT pg_advisory_xact_lock(hashtextextended('worker.schedules.sync', 0));
+
+-- name: upsert_file_schedules
+-- The schedule file's schedules, one array per column. The file owns their definition;
+-- it may pause a schedule (active = false) and lift its own pause, but an admin's pause
+-- stands. The job_schedules_guard trigger checks each row and bumps revisions.
+INSERT INTO job_schedules AS s (name, cron, timezone, task_type, payload, queue, priority,
+                                max_attempts, missed, active, paused_by, source)
+SELECT d.name, d.cron, d.timezone, d.task_type, d.payload, d.queue, d.priority,
+       d.max_attempts, d.missed, d.active, CASE WHEN d.active THEN NULL ELSE 'file' END,
+       'file'
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
+              $7::int[], $8::int[], $9::text[], $10::bool[])
+    AS d(name, cron, timezone, task_type, payload, queue, priority, max_attempts, missed,
+         active)
+ON CONFLICT (name) DO UPDATE
+   SET cron = excluded.cron,
+       timezone = excluded.timezone,
+       task_type = excluded.task_type,
+       payload = excluded.payload,
+       queue = excluded.queue,
+       priority = excluded.priority,
+       max_attempts = excluded.max_attempts,
+       missed = excluded.missed,
+       source = 'file',
+       active = CASE WHEN NOT excluded.active THEN false
+                     WHEN s.paused_by = 'file' THEN true
+                     ELSE s.active END,
+       paused_by = CASE WHEN NOT excluded.active THEN coalesce(s.paused_by, 'file')
+                        WHEN s.paused_by = 'file' THEN NULL
+                        ELSE s.paused_by END
+RETURNING s.name, (s.xmax = 0) AS created, s.active, s.paused_by;
+
+-- name: remove_file_schedules
+-- Schedules the file declared once and no longer does ($1: the names it declares now).
+DELETE FROM job_schedules
+ WHERE source = 'file' AND NOT (name = ANY($1::text[]))
+RETURNING name;
+
+-- name: create_schedule
+SELECT * FROM job_schedule_create(name => $1, cron => $2, task_type => $3, payload => $4,
+                                  timezone => $5, queue => $6, priority => $7,
+                                  max_attempts => $8, missed => $9, active => $10);
+
+-- name: update_schedule
+-- Null arguments leave a field as it is.
+SELECT * FROM job_schedule_update(name => $1, cron => $2, timezone => $3, task_type => $4,
+                                  payload => $5, queue => $6, priority => $7,
+                                  max_attempts => $8, missed => $9);
+
+-- name: toggle_schedule
+SELECT * FROM job_schedule_toggle($1, $2);
+
+-- name: delete_schedule
+SELECT job_schedule_delete($1) AS deleted;
+
+-- name: list_schedules
+SELECT * FROM job_schedules_list();
+
+-- name: schedule_history
+SELECT * FROM job_schedule_history($1, $2);

@@ -21,6 +21,7 @@ from worker import (
     maintenance,
     migrations,
     observability,
+    scheduler,
     store,
 )
 from worker.clock import SystemClock
@@ -121,6 +122,8 @@ async def run(settings: Settings, *, once: bool) -> dispatcher.Summary:
     """Run until stopped (SIGTERM/SIGINT) or, with `once`, until no due job is left."""
     registry = load_handlers(settings)
     async with database(settings) as db, _observed(settings, db, once=once) as telemetry:
+        if settings.scheduler and not once:
+            await sync_schedule_file(db, settings, registry)
         worker = dispatcher.Dispatcher(
             db, registry, settings, once=once, keep_results=once, observer=telemetry
         )
@@ -133,6 +136,9 @@ async def run(settings: Settings, *, once: bool) -> dispatcher.Summary:
                 await rescuer.run_once()
             else:
                 _start_maintenance(tg, db, settings, rescuer, worker.observer)
+                if settings.scheduler:
+                    cron = scheduler.Scheduler(db, settings)
+                    tg.start_soon(cron.run, worker.observer.loop_alive)
             summary = await worker.run()
             tg.cancel_scope.cancel()
         return summary
@@ -174,11 +180,13 @@ async def _forward_signals(worker: dispatcher.Dispatcher) -> None:
             worker.request_stop()
 
 
-async def migrate(settings: Settings) -> list[store.Migration]:
+async def migrate(settings: Settings, *, reference: bool = False) -> list[store.Migration]:
+    """Apply pending migrations; with `reference`, the handlers' reference tables too (after
+    the core set)."""
     dsn, _ = resolve_dsn(settings)
     db = await _connect(settings, dsn, 2)
     try:
-        return await migrations.migrate(db)
+        return await migrations.migrate(db, "reference" if reference else "core")
     finally:
         await db.close()
 
@@ -228,7 +236,8 @@ async def enqueue(
 
 
 async def demo(settings: Settings, *, jobs: int) -> dispatcher.Summary:
-    """Enqueue a batch of demo jobs (echo, noop, one flaky that retries), then drain them."""
+    """Enqueue a batch of demo jobs (echo, noop, one flaky that retries), then drain them.
+    On the embedded database it also shows the business handlers on a little demo data."""
     registry = load_handlers(settings)
     missing = {"echo", "noop", "flaky"} - set(registry.names())
     if missing:
@@ -242,7 +251,24 @@ async def demo(settings: Settings, *, jobs: int) -> dispatcher.Summary:
         )
         await db.enqueue_many("noop", [{} for _ in range(3)])
         await db.enqueue("flaky", {"fail_times": 1})
+        if settings.database_url is None:  # embedded: never seed an app's own database
+            await _demo_business_jobs(db, registry)
     return await run(settings, once=True)
+
+
+async def _demo_business_jobs(db: store.Store, registry: Registry) -> None:
+    """Apply the reference tables, seed demo rows and enqueue a few business jobs (the
+    seeding lives with the handlers: the engine knows nothing about orders)."""
+    try:
+        demo_data = importlib.import_module("handlers.demo_data")
+    except ImportError:
+        return
+    if not {*demo_data.TASK_TYPES} <= set(registry.names()):
+        return  # WORKER_HANDLER_MODULES left the business handlers out
+    for applied in await migrations.migrate(db, "reference"):
+        log.info("migration_applied", version=applied.version, name=applied.name)
+    for task_type, payload in await demo_data.prepare(db.pool):
+        await db.enqueue(task_type, payload)
 
 
 async def set_paused(settings: Settings, queue: str, paused: bool, reason: str | None) -> bool:
@@ -251,3 +277,126 @@ async def set_paused(settings: Settings, queue: str, paused: bool, reason: str |
         if paused:
             return await db.pause_queue(queue, reason)
         return await db.resume_queue(queue)
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+async def sync_schedule_file(db: store.Store, settings: Settings, registry: Registry) -> None:
+    """Sync WORKER_SCHEDULES_FILE into job_schedules (the daemon does this at start). A
+    schedule whose task type no handler here serves is reported, not refused: another
+    service may serve it. A payload its handler refuses stops the worker."""
+    if settings.schedules_file is None:
+        return
+    path = scheduler.resolve_file(settings.schedules_file)
+    specs = scheduler.load_file(path)
+    for spec in specs:
+        try:
+            _check_schedule_handler(registry, spec.task_type, spec.payload, force=True)
+        except errors.ScheduleError as exc:
+            raise errors.ConfigError(
+                f"WORKER_SCHEDULES_FILE: {path}: schedule '{spec.name}': {exc}"
+            ) from None
+        if spec.task_type not in registry:
+            log.warning("schedule_task_unserved", schedule=spec.name, task_type=spec.task_type)
+    rows, removed = await db.sync_file_schedules([spec.to_def("file") for spec in specs])
+    log.info(
+        "schedules_synced",
+        file=str(path),
+        schedules=len(rows),
+        created=[row["name"] for row in rows if row["created"]],
+        paused=[row["name"] for row in rows if not row["active"]],
+        removed=removed,
+    )
+
+
+def _check_schedule_handler(
+    registry: Registry, task_type: str, payload: Any, *, force: bool
+) -> None:
+    """The payload must fit the local handler's model; a task type with no local handler
+    needs `force` (it may be served by another service)."""
+    if task_type in registry:
+        try:
+            executor.parse_payload(registry.get(task_type), payload)
+        except errors.PermanentJobError as exc:
+            raise errors.ScheduleError(str(exc)) from None
+    elif not force:
+        known = ", ".join(registry.names()) or "none"
+        raise errors.ScheduleError(
+            f"no handler for task type '{task_type}' in this worker (known: {known}); "
+            "pass --force to schedule a task another service handles"
+        )
+
+
+def _schedule_dict(row: store.Record, registry: Registry) -> dict[str, Any]:
+    return {**dict(row), "served_here": row["task_type"] in registry}
+
+
+async def list_schedules(settings: Settings) -> list[dict[str, Any]]:
+    """Every schedule with its next run and last result (job_schedules_list())."""
+    registry = load_handlers(settings)
+    async with database(settings) as db:
+        rows = await db.list_schedules()
+    return [_schedule_dict(row, registry) for row in rows]
+
+
+async def add_schedule(
+    settings: Settings, name: str, *, force: bool = False, **fields: Any
+) -> dict[str, Any]:
+    """Create a schedule (source 'admin') from ScheduleSpec's fields; ScheduleError if it
+    is invalid or the name is taken."""
+    spec = scheduler.spec(name=name, **fields)
+    registry = load_handlers(settings)
+    _check_schedule_handler(registry, spec.task_type, spec.payload, force=force)
+    async with database(settings) as db:
+        row = await db.create_schedule(spec.to_def("admin"))
+    return _schedule_dict(row, registry)
+
+
+async def update_schedule(
+    settings: Settings, name: str, changes: dict[str, Any], *, force: bool = False
+) -> dict[str, Any]:
+    """Change some fields of a schedule (a new cron or timezone re-times it from now)."""
+    problem = scheduler.schedule_problem(changes)
+    if problem is not None:
+        raise errors.ScheduleError(problem)
+    registry = load_handlers(settings)
+    async with database(settings) as db:
+        if "task_type" in changes or "payload" in changes:
+            current = await _schedule_row(db, name)
+            _check_schedule_handler(
+                registry,
+                changes.get("task_type", current["task_type"]),
+                changes.get("payload", current["payload"]),
+                force=force,
+            )
+        row = await db.update_schedule(name, **changes)
+    return _schedule_dict(row, registry)
+
+
+async def _schedule_row(db: store.Store, name: str) -> store.Record:
+    for row in await db.list_schedules():
+        if row["name"] == name:
+            return row
+    raise errors.ScheduleError(f"no schedule named '{name}'")
+
+
+async def set_schedule_active(settings: Settings, name: str, active: bool) -> dict[str, Any]:
+    """Pause or resume a schedule; a resumed one does not run the ticks it missed."""
+    registry = load_handlers(settings)
+    async with database(settings) as db:
+        row = await db.toggle_schedule(name, active)
+    return _schedule_dict(row, registry)
+
+
+async def remove_schedule(settings: Settings, name: str) -> None:
+    """Delete a schedule (its jobs and history stay); ScheduleError if there is none."""
+    async with database(settings) as db:
+        if not await db.delete_schedule(name):
+            raise errors.ScheduleError(f"no schedule named '{name}'")
+
+
+async def schedule_history(settings: Settings, name: str, limit: int) -> list[dict[str, Any]]:
+    """The newest job_runs rows of a schedule's jobs, newest first."""
+    async with database(settings) as db:
+        return [dict(row) for row in await db.schedule_history(name, limit)]

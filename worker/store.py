@@ -26,6 +26,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,  # 57P01: server restarted under us
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,  # transient while a restarted server fills up again
+    # "cannot switch to state ...; another operation is in progress": asyncpg's protocol
+    # state after a connection broke mid-statement (seen during a database restart).
+    asyncpg.InternalClientError,
 )
 """Errors that mean "the database is away", not "this statement is wrong"."""
 
@@ -63,6 +66,23 @@ class StatusReport:
     counts: list[Record]
     oldest_pending: list[Record]
     pending_task_types: list[Record]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDef:
+    """A schedule as the file sync and `create_schedule` write it."""
+
+    name: str
+    cron: str
+    task_type: str
+    timezone: str
+    payload: dict[str, Any]
+    queue: str
+    priority: int
+    max_attempts: int | None
+    missed: str
+    active: bool
+    source: str
 
 
 def _encode_json(value: Any) -> str:
@@ -334,3 +354,132 @@ class Store:
     async def queue_metrics(self) -> list[Record]:
         """(queue, status, jobs, oldest_due_age_s) for live jobs: what /metrics reports."""
         return await self.pool.fetch(QUERIES["queue_metrics"])
+
+    # -- schedules -----------------------------------------------------------------------
+
+    async def database_now(self) -> datetime:
+        row = await self.pool.fetchrow(QUERIES["database_now"])
+        assert row is not None
+        now: datetime = row["now"]
+        return now
+
+    async def due_schedules(self, now: datetime) -> list[Record]:
+        return await self.pool.fetch(QUERIES["due_schedules"], now)
+
+    async def next_schedule_due(self) -> datetime | None:
+        due: datetime | None = await self.pool.fetchval(QUERIES["next_schedule_due"])
+        return due
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        revision: int,
+        seen_last_tick_at: datetime | None,
+        last_tick_at: datetime,
+        next_tick_at: datetime,
+        ticks: Sequence[datetime],
+        dedupe_keys: Sequence[str],
+    ) -> list[tuple[datetime, int]] | None:
+        """Advance a schedule and enqueue its ticks in one statement (compare-and-set on
+        `seen_last_tick_at` and `revision`): None if another writer got there first, else
+        the (tick, job id) pairs inserted."""
+        async with _schedule_errors():
+            row = await self.pool.fetchrow(
+                QUERIES["fire_schedule"],
+                name,
+                revision,
+                seen_last_tick_at,
+                last_tick_at,
+                next_tick_at,
+                list(ticks),
+                list(dedupe_keys),
+            )
+        assert row is not None
+        if not row["claimed"]:
+            return None
+        return list(zip(row["ticks"], row["job_ids"], strict=True))
+
+    async def sync_file_schedules(
+        self, schedules: Sequence[ScheduleDef]
+    ) -> tuple[list[Record], list[str]]:
+        """Upsert the schedule file's schedules and delete those it no longer declares, in
+        one transaction under an advisory lock: (upserted rows, removed names)."""
+        columns = [
+            [getattr(s, column) for s in schedules]
+            for column in (
+                "name",
+                "cron",
+                "timezone",
+                "task_type",
+                "payload",
+                "queue",
+                "priority",
+                "max_attempts",
+                "missed",
+                "active",
+            )
+        ]
+        async with _schedule_errors(), self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(QUERIES["lock_schedule_sync"])
+            rows = await conn.fetch(QUERIES["upsert_file_schedules"], *columns)
+            removed = await conn.fetch(QUERIES["remove_file_schedules"], columns[0])
+        return rows, [row["name"] for row in removed]
+
+    async def create_schedule(self, schedule: ScheduleDef) -> Record:
+        async with _schedule_errors():
+            row = await self.pool.fetchrow(
+                QUERIES["create_schedule"],
+                schedule.name,
+                schedule.cron,
+                schedule.task_type,
+                schedule.payload,
+                schedule.timezone,
+                schedule.queue,
+                schedule.priority,
+                schedule.max_attempts,
+                schedule.missed,
+                schedule.active,
+            )
+        assert row is not None
+        return row
+
+    async def update_schedule(self, name: str, **changes: Any) -> Record:
+        """Change the fields given (cron, timezone, task_type, payload, queue, priority,
+        max_attempts, missed); the others stay as they are."""
+        fields = ("cron", "timezone", "task_type", "payload", "queue", "priority")
+        values = [changes.pop(f, None) for f in (*fields, "max_attempts", "missed")]
+        if changes:
+            raise TypeError(f"unknown schedule fields {sorted(changes)}")
+        async with _schedule_errors():
+            row = await self.pool.fetchrow(QUERIES["update_schedule"], name, *values)
+        assert row is not None
+        return row
+
+    async def toggle_schedule(self, name: str, active: bool | None) -> Record:
+        async with _schedule_errors():
+            row = await self.pool.fetchrow(QUERIES["toggle_schedule"], name, active)
+        assert row is not None
+        return row
+
+    async def delete_schedule(self, name: str) -> bool:
+        return bool(await self.pool.fetchval(QUERIES["delete_schedule"], name))
+
+    async def list_schedules(self) -> list[Record]:
+        return await self.pool.fetch(QUERIES["list_schedules"])
+
+    async def schedule_history(self, name: str, limit: int) -> list[Record]:
+        return await self.pool.fetch(QUERIES["schedule_history"], name, limit)
+
+
+@contextlib.asynccontextmanager
+async def _schedule_errors() -> AsyncIterator[None]:
+    """The schedule functions refuse bad input with a one-line message (22023 invalid,
+    23505 name taken, P0002 no such schedule; 23xxx/22xxx from a row the checks predate):
+    raise it as ScheduleError."""
+    try:
+        yield
+    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+        raise errors.ScheduleError(str(exc)) from None
+    except asyncpg.NoDataFoundError as exc:
+        raise errors.ScheduleError(str(exc)) from None

@@ -14,7 +14,9 @@ def worker_env(dsn: str | None, **extra: str) -> dict[str, str]:
     env.pop("DATABASE_URL", None)
     if dsn is not None:
         env["DATABASE_URL"] = dsn
-    env.update({"WORKER_LOG_FORMAT": "json", "WORKER_RETRY_BASE_S": "0"})
+    # The scheduler is off unless a test turns it on: the default schedule file would add
+    # cron jobs to any test that happens to cross a 5-minute or hourly boundary.
+    env.update({"WORKER_LOG_FORMAT": "json", "WORKER_RETRY_BASE_S": "0", "WORKER_SCHEDULER": "off"})
     env.update(extra)
     return env
 

@@ -1,0 +1,291 @@
+"""Telemetry, exposition, Sentry scrubbing and the HTTP server, without a database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import sentry_sdk
+
+from tests.support.telemetry import (
+    FakeClock,
+    outcome,
+    parse_metrics,
+    raw_request,
+    sentry_capture,
+    status_of,
+)
+from worker import config, observability
+from worker.observability import HttpServer, Response, Telemetry
+
+DB_PASSWORD = "S3cr3t/pw"  # percent-encoded in the URL below
+DATABASE_URL = "postgresql://app:S3cr3t%2Fpw@db.internal.example:5432/app"
+SENTRY_KEY = "0123456789abcdef0123456789abcdef"
+SENTRY_DSN = f"https://{SENTRY_KEY}@o1.ingest.sentry.example/42"
+
+
+def settings(**overrides: Any) -> config.Settings:
+    values: dict[str, Any] = {
+        "database_url": DATABASE_URL,
+        "sentry_dsn": SENTRY_DSN,
+        "handler_modules": [],
+        "worker_id": "unit:1",
+        "poll_interval_s": 2.0,
+    }
+    return config.load(**{**values, **overrides})
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
+    histogram = observability.Histogram((0.1, 1.0))
+    for value in (0.05, 0.1, 0.5, 3.0):
+        histogram.observe(value)
+    assert list(histogram.samples("h", {"t": "x"})) == [
+        'h_bucket{t="x",le="0.1"} 2',  # 0.1 itself belongs to le="0.1"
+        'h_bucket{t="x",le="1"} 3',
+        'h_bucket{t="x",le="+Inf"} 4',
+        'h_sum{t="x"} 3.65',
+        'h_count{t="x"} 4',
+    ]
+
+
+def test_label_values_are_escaped() -> None:
+    assert observability.sample("m", {"a": 'x"y\\z\nw'}, 1.5) == 'm{a="x\\"y\\\\z\\nw"} 1.5'
+
+
+def test_telemetry_counts_outcomes_and_renders_valid_exposition() -> None:
+    clock = FakeClock()
+    telemetry = Telemetry(settings(), clock=clock)
+    telemetry.claimed(3, 0.002)
+    telemetry.claimed(0, 0.001)
+    telemetry.finished(outcome("succeeded", duration_ms=40), True)
+    telemetry.finished(outcome("retry", task_type="boom", error="E: x", reason="error"), True)
+    telemetry.finished(outcome("succeeded"), False)  # its lease had been lost
+    telemetry.loop_alive("claimer")
+    clock.advance(1.5)
+    samples = parse_metrics("\n".join(telemetry.metric_lines()) + "\n")
+    jobs = samples["worker_jobs_total"]
+    assert jobs[(("outcome", "succeeded"), ("queue", "default"), ("task_type", "ok"))] == 1
+    assert jobs[(("outcome", "retry"), ("queue", "default"), ("task_type", "boom"))] == 1
+    assert samples["worker_jobs_lease_lost_total"] == {
+        (("queue", "default"), ("task_type", "ok")): 1
+    }
+    assert samples["worker_job_duration_seconds_count"][(("task_type", "ok"),)] == 2
+    assert samples["worker_claim_duration_seconds_count"][()] == 2
+    assert samples["worker_claimed_jobs_total"][()] == 3
+    assert samples["worker_jobs_in_flight"][()] == 0
+    assert samples["worker_loop_seconds_since_alive"][(("loop", "claimer"),)] == 1.5
+
+
+# -- liveness ----------------------------------------------------------------------------------
+
+
+def test_a_loop_is_stale_after_its_window() -> None:
+    clock = FakeClock()
+    telemetry = Telemetry(settings(poll_interval_s=2.0), clock=clock)
+    assert telemetry.liveness_problems() == ["no loop has reported progress yet"]
+    telemetry.loop_alive("claimer")
+    telemetry.loop_alive("some_new_loop")
+    clock.advance(30.0)  # the window: max(3 × 2 s, 30 s)
+    assert telemetry.liveness_problems() == []
+    clock.advance(0.5)
+    assert telemetry.liveness_problems() == [
+        "loop 'claimer' last reported 30.5s ago (limit 30s)",
+        "loop 'some_new_loop' last reported 30.5s ago (limit 30s)",
+    ]
+    telemetry.loop_alive("claimer")
+    assert len(telemetry.liveness_problems()) == 1
+
+
+def test_slow_loops_get_three_of_their_intervals_and_the_floor_is_configurable() -> None:
+    clock = FakeClock()
+    telemetry = Telemetry(settings(prune_interval_s=600.0, health_stale_s=5.0), clock=clock)
+    telemetry.loop_alive("pruner")  # reports every 10 minutes
+    telemetry.loop_alive("claimer")
+    clock.advance(6.5)  # the claimer polls every 2 s: 3 × 2 s beats the 5 s floor
+    assert telemetry.liveness_problems() == ["loop 'claimer' last reported 6.5s ago (limit 6s)"]
+    clock.advance(1793.5)
+    assert "loop 'pruner'" not in " ".join(telemetry.liveness_problems())
+    clock.advance(1.0)
+    assert "loop 'pruner' last reported 1801.0s ago (limit 1800s)" in telemetry.liveness_problems()
+
+
+# -- Sentry ------------------------------------------------------------------------------------
+
+
+def test_failed_jobs_are_errors_and_repeated_retries_warnings_with_tags() -> None:
+    telemetry = Telemetry(settings(sentry_repeat_failures=3))
+    with sentry_capture(telemetry.settings) as sentry:
+        telemetry.finished(outcome("succeeded"), True)
+        telemetry.finished(outcome("retry", attempt=2, error="E: a", reason="error"), True)
+        telemetry.finished(outcome("retry", attempt=3, error="E: b", reason="error"), True)
+        telemetry.finished(
+            outcome("failed", attempt=5, error="E: c", reason="max_attempts", job_id=77), True
+        )
+        telemetry.finished(outcome("failed", attempt=1, error="gone"), False)  # lease lost
+    warning, error = sentry.events()
+    assert (warning["level"], error["level"]) == ("warning", "error")
+    assert warning["tags"] == {
+        "task_type": "ok",
+        "queue": "default",
+        "attempt": "3",
+        "outcome": "retry",
+        "reason": "error",
+    }
+    assert error["tags"]["attempt"] == "5"
+    assert error["contexts"]["job"]["job_id"] == 77
+    assert error["message"] == "job failed for good: ok: E: c"
+    assert error["fingerprint"] == ["worker-job", "ok", "failed", "max_attempts"]
+
+
+def _raise_with_secrets_in_locals() -> None:
+    database_url = DATABASE_URL  # captured as a frame variable
+    connect_string = f"host=db user=app password={DB_PASSWORD} sslmode=require"
+    raise ConnectionError(f"cannot reach {database_url} ({connect_string}) as {DB_PASSWORD}")
+
+
+def test_no_secret_leaves_in_any_event() -> None:
+    s = settings()
+    telemetry = Telemetry(s)
+    token = "ghp_abcdefghijklmnop123456"
+    with sentry_capture(s) as sentry:
+        error = f"HTTPError: GET https://api.example.com/v1/sync?api_key={token}&page=2 -> 401"
+        telemetry.finished(outcome("failed", error=f"{error}; {DATABASE_URL}"), True)
+        with contextlib.suppress(ConnectionError):
+            try:
+                _raise_with_secrets_in_locals()
+            except ConnectionError:
+                sentry_sdk.capture_exception()
+                raise
+        sentry_sdk.add_breadcrumb(message=f"connecting with {DB_PASSWORD}")
+        sentry_sdk.capture_event(
+            {
+                "message": f"dsn={SENTRY_DSN} Authorization: Bearer {token}",
+                "request": {
+                    "url": f"https://hooks.example.com/x?token={token}",
+                    "headers": {"Authorization": f"Bearer {token}", "X-Trace": "plain"},
+                    "cookies": {"session": token},
+                },
+                "extra": {"settings": repr(s), "password": "hunter22", "sentry": SENTRY_DSN},
+            }
+        )
+    assert len(sentry.events()) == 3
+    sent = sentry.payload_text()
+    for secret in (DB_PASSWORD, "S3cr3t%2Fpw", SENTRY_KEY, token, "hunter22", "S3cr3t"):
+        assert secret not in sent, secret
+    # What is not secret survives, so the event is still useful.
+    assert "cannot reach [Filtered]" in sent  # the whole DATABASE_URL is a secret value
+    assert "api.example.com/v1/sync?api_key=[Filtered]&page=2" in sent
+    assert "_raise_with_secrets_in_locals" in sent
+
+
+def test_scrubber_patterns() -> None:
+    scrub = observability.Scrubber([]).scrub_text
+    assert scrub("redis://:pw@cache:6379/0") == "redis://:[Filtered]@cache:6379/0"
+    assert (
+        scrub("https://u:p4ss@host/x?sig=abc&n=1")
+        == "https://u:[Filtered]@host/x?sig=[Filtered]&n=1"
+    )
+    assert scrub('{"password": "x y"}') == '{"password": [Filtered]}'
+    assert scrub("Authorization: Basic dXNlcjpwYXNz") == "Authorization: Basic [Filtered]"
+    assert scrub("postgresql://app@db/app and 3 jobs") == "postgresql://app@db/app and 3 jobs"
+
+
+def test_sentry_is_off_without_a_dsn() -> None:
+    assert observability.init_sentry(settings(sentry_dsn=None)) is False
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+
+
+async def _ok() -> Response:
+    return Response(200, b"fine\n")
+
+
+async def _broken() -> Response:
+    raise RuntimeError("bug")
+
+
+@contextlib.asynccontextmanager
+async def serving(**options: Any) -> AsyncIterator[HttpServer]:
+    server = HttpServer({"/ok": _ok, "/broken": _broken}, host="127.0.0.1", port=0, **options)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def get_status(server: HttpServer, path: str = "/ok") -> int:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+        return (await client.get(path)).status_code
+
+
+async def test_routes_methods_and_errors() -> None:
+    async with (
+        serving() as server,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client,
+    ):
+        ok = await client.get("/ok?verbose=1")
+        assert (ok.status_code, ok.text, ok.headers["connection"]) == (200, "fine\n", "close")
+        assert (await client.get("/nope")).status_code == 404
+        post = await client.post("/ok", content=b"x")
+        assert (post.status_code, post.headers["allow"]) == (405, "GET")
+        assert (await client.get("/broken")).status_code == 500
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS hello
+        b"GET /ok HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET /ok HTTP/1.1\r\n",  # cut short
+        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n",  # oversized request line
+        b"GET /ok HTTP/1.1\r\n" + b"X-Pad: " + b"p" * 9000 + b"\r\n\r\n",  # oversized headers
+    ],
+)
+async def test_bad_requests_get_400_and_the_server_keeps_serving(request_bytes: bytes) -> None:
+    async with serving() as server:
+        assert status_of(await raw_request(server.port, request_bytes)) == 400
+        assert await get_status(server) == 200
+
+
+async def test_a_silent_client_times_out_without_blocking_others() -> None:
+    async with serving(timeout_s=0.3) as server:
+        slow = asyncio.create_task(
+            raw_request(server.port, b"GET /ok HTTP/1.1\r\n", half_close=False)
+        )
+        assert await get_status(server) == 200  # served while the slow one is still open
+        assert status_of(await slow) == 408
+
+
+async def test_connections_beyond_the_limit_are_refused() -> None:
+    get = b"GET /ok HTTP/1.1\r\n\r\n"
+    async with serving(max_connections=2) as server:
+        held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+        try:
+            # Accepted in order: the two held connections count before this third one.
+            assert status_of(await raw_request(server.port, get)) == 503
+            for reader, writer in held:  # the held ones are still served
+                writer.write(get)
+                writer.write_eof()
+                assert status_of(await reader.read()) == 200
+        finally:
+            for _, writer in held:
+                writer.close()
+        # Their slots are given back once they end.
+        await asyncio.wait_for(asyncio.gather(*server._connections), timeout=5)
+        assert await get_status(server) == 200
+
+
+async def test_a_probe_that_connects_and_leaves_is_harmless() -> None:
+    async with serving() as server:
+        assert await raw_request(server.port, b"") == b""
+        assert await get_status(server) == 200
