@@ -1,5 +1,5 @@
 -- Every SQL statement the bundled handlers run, by name (worker.queries.load("handlers",
--- "queries.sql")). The tables are the reference set's (schema/reference/); docs/handlers.md
+-- "queries.sql")). The tables are the reference set's (schema/reference/); README.md ("The business handlers")
 -- lists the columns each handler needs. A test PREPAREs each statement against that schema.
 -- The only SQL text built at run time is in handlers/sqlnames.py, from allow-listed names
 -- that PostgreSQL itself resolved and quoted.

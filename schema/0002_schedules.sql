@@ -1,7 +1,7 @@
 -- The built-in cron scheduler: what a schedule may say (checked on every write, with the
 -- same messages as worker/scheduler.py), the columns its compare-and-set needs, and the
 -- admin functions (Supabase RPCs) to create, toggle, re-time, list and inspect schedules.
--- See docs/schedules.md. Written for PostgreSQL 14 through 18.
+-- See README.md, "Schedules". Written for PostgreSQL 14 through 18.
 
 -- revision: bumped by every change to what a schedule does; the scheduler's write is
 --   conditional on it, so a pass that read the old definition changes nothing.

@@ -1,6 +1,6 @@
 -- Reference tables of the bundled handlers (the "reference" migration set): applied only by
 -- `python -m worker migrate --reference` and by the embedded demo, never forced on an app's
--- database. An app with its own tables needs only the columns docs/handlers.md lists.
+-- database. An app with its own tables needs only the columns README.md ("The business handlers") lists.
 -- Written for PostgreSQL 14 through 18.
 --
 -- This file: users and in-app notifications, shared by several handlers.
