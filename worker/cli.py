@@ -163,7 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         settings = config.load()
-        observability.configure_logging(settings.log_format, settings.log_level)
+        observability.configure_logging(
+            settings.log_format, settings.log_level, observability.Scrubber.from_settings(settings)
+        )
         return _dispatch(args, settings)
     except errors.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

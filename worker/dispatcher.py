@@ -102,6 +102,10 @@ class Observer(Protocol):
     def loop_alive(self, loop: str) -> None:
         """A long-running loop ("claimer", "flusher", "listener", ...) made progress."""
 
+    def rescued(self, job: store.Record) -> None:
+        """The rescuer took back a job whose lease expired (job_id, status 'rescued' or
+        'failed', task_type, queue, attempt, error)."""
+
 
 class NullObserver:
     def claimed(self, jobs: int, seconds: float) -> None:
@@ -111,6 +115,9 @@ class NullObserver:
         pass
 
     def loop_alive(self, loop: str) -> None:
+        pass
+
+    def rescued(self, job: store.Record) -> None:
         pass
 
 

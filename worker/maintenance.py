@@ -13,7 +13,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from worker import executor, store
+from worker import dispatcher, executor, store
 from worker.clock import Clock
 from worker.config import Settings
 
@@ -37,9 +37,12 @@ class PruneReport:
 class Rescuer:
     """Returns jobs whose lease expired (a dead or hung worker) to pending, or to failed."""
 
-    def __init__(self, db: store.Store, settings: Settings) -> None:
+    def __init__(
+        self, db: store.Store, settings: Settings, observer: dispatcher.Observer | None = None
+    ) -> None:
         self.db = db
         self.settings = settings
+        self.observer = observer or dispatcher.NullObserver()
 
     async def run_once(self) -> RescueReport:
         rescued = failed = 0
@@ -57,9 +60,13 @@ class Rescuer:
                 log.warning(
                     "job_rescued",
                     job_id=row["job_id"],
+                    task_type=row["task_type"],
+                    queue=row["queue"],
+                    attempt=row["attempt"],
                     outcome=row["status"],
                     reason="lease_expired",
                 )
+                self.observer.rescued(row)
             if len(rows) < _RESCUE_BATCH:
                 return RescueReport(rescued, failed)
 

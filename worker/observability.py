@@ -20,7 +20,15 @@ import logging
 import math
 import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+)
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -48,9 +56,12 @@ _LEVELS = {
 
 
 def configure_logging(
-    log_format: Literal["auto", "json", "console"] = "auto", level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto",
+    level: str = "info",
+    scrubber: Scrubber | None = None,
 ) -> None:
-    """Route structlog to stderr (stdout is kept for command output such as --once's summary)."""
+    """Route structlog to stderr (stdout is kept for command output such as --once's summary).
+    With a scrubber, secrets are removed from every line, as from Sentry events."""
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -58,7 +69,11 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if use_json:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        processors.append(structlog.processors.format_exc_info)
+    if scrubber is not None:
+        processors.append(scrubber.log_processor)
+    if use_json:
+        processors.append(structlog.processors.JSONRenderer())
     else:
         processors.append(structlog.dev.ConsoleRenderer())
     structlog.configure(
@@ -215,6 +230,15 @@ class Telemetry:
         if outcome.kind in ("failed", "retry"):
             self._report(outcome)
 
+    def rescued(self, job: store.Record) -> None:
+        """A job taken back from a dead worker: counted, and reported when it failed for good
+        (a job that kills its worker every time ends here)."""
+        outcome = "failed" if job["status"] == "failed" else "rescued"
+        key = (job["task_type"], job["queue"], outcome)
+        self.jobs[key] = self.jobs.get(key, 0) + 1
+        if outcome == "failed":
+            report_rescue_failure(job)
+
     def loop_alive(self, loop: str) -> None:
         self.last_alive[loop] = self.clock.monotonic()
 
@@ -325,6 +349,23 @@ def report_job(outcome: executor.Outcome, level: Literal["error", "warning"], ti
         sentry_sdk.capture_message(f"{title}: {job.task_type}: {first_line}", level=level)
 
 
+def report_rescue_failure(job: store.Record) -> None:
+    """A job whose last attempt's worker died: an error event, like any job failed for good."""
+    if not sentry_sdk.get_client().is_active():
+        return
+    with sentry_sdk.new_scope() as scope:
+        for tag in ("task_type", "queue", "attempt"):
+            scope.set_tag(tag, str(job[tag]))
+        scope.set_tag("outcome", "failed")
+        scope.set_tag("reason", "lease_expired")
+        scope.set_context("job", {"job_id": job["job_id"], "error": job["error"]})
+        scope.fingerprint = ["worker-job", job["task_type"], "failed", "lease_expired"]
+        sentry_sdk.capture_message(
+            f"job failed for good: {job['task_type']}: its worker died on every attempt",
+            level="error",
+        )
+
+
 # -- Sentry --------------------------------------------------------------------------------
 
 FILTERED = "[Filtered]"
@@ -398,6 +439,18 @@ class Scrubber:
             return FILTERED
         return self.clean(item)
 
+    def log_processor(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        """structlog processor: scrub every string field but those the engine itself fills
+        with names and numbers (they are on every per-job line; skipping them keeps it cheap)."""
+        for key, value in event.items():
+            if key in _ENGINE_FIELDS:
+                continue
+            if isinstance(value, str):
+                event[key] = self.scrub_text(value)
+            elif isinstance(value, dict | list | tuple):
+                event[key] = self.clean(value)
+        return event
+
     def scrub_text(self, text: str) -> str:
         for secret in self.secrets:
             if secret in text:
@@ -406,6 +459,25 @@ class Scrubber:
         text = _QUERY_CREDENTIAL.sub(rf"\1{FILTERED}", text)
         text = _ASSIGNED_CREDENTIAL.sub(rf"\1{FILTERED}", text)
         return _BEARER.sub(rf"\1 {FILTERED}", text)
+
+
+_ENGINE_FIELDS = frozenset(
+    {
+        "event",
+        "level",
+        "timestamp",
+        "job_id",
+        "task_type",
+        "queue",
+        "attempt",
+        "duration_ms",
+        "outcome",
+        "reason",
+        "rows_affected",
+        "worker_id",
+        "retry_in_s",
+    }
+)
 
 
 def _secret_values(value: Any) -> Iterator[str]:

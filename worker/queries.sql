@@ -155,7 +155,7 @@ SELECT r.id, r.task_type, r.queue, r.run_type,
        greatest(0, extract(epoch FROM now() - coalesce(e.started_at, now())) * 1000)::int
   FROM rescued r
   JOIN expired e ON e.id = r.id
-RETURNING job_id, status;
+RETURNING job_id, status, job_key AS task_type, queue, attempt, error;
 
 -- name: paused_queues
 SELECT queue, paused_at, paused_by, reason FROM job_queue_pauses ORDER BY queue;

@@ -127,7 +127,7 @@ async def run(settings: Settings, *, once: bool) -> dispatcher.Summary:
         worker = dispatcher.Dispatcher(
             db, registry, settings, once=once, keep_results=once, observer=telemetry
         )
-        rescuer = maintenance.Rescuer(db, settings)
+        rescuer = maintenance.Rescuer(db, settings, telemetry)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_forward_signals, worker)
             if once:

@@ -23,6 +23,19 @@ from worker import migrations, store
 
 PGCRON_URL = os.environ.get("PGCRON_TEST_URL", "postgresql://postgres@127.0.0.1:5433/worker_pgcron")
 ENQUEUE = "select job_queue_enqueue('refresh_metrics')"
+_DROP_WORKER_OBJECTS = """
+DROP TABLE IF EXISTS worker_migrations, job_queue, job_runs, job_schedules, job_queue_pauses
+  CASCADE;
+DO $$
+DECLARE f regprocedure;
+BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+            WHERE p.pronamespace = 'public'::regnamespace AND p.proname LIKE 'job\\_%'
+  LOOP
+    EXECUTE 'DROP FUNCTION ' || f || ' CASCADE';
+  END LOOP;
+END $$;
+"""
 
 
 def _where() -> str:
@@ -63,6 +76,10 @@ async def cron_db() -> AsyncIterator[store.Store]:
         await conn.close()
     db = await store.connect(PGCRON_URL, max_size=2)
     try:
+        # The cluster outlives test runs: drop what an earlier run migrated, so a schema
+        # changed since then migrates from scratch. (Not DROP SCHEMA public: the pg_cron
+        # extension itself belongs to public, though its objects live in `cron`.)
+        await db.pool.execute(_DROP_WORKER_OBJECTS)
         await migrations.migrate(db)
         yield db
     finally:

@@ -36,8 +36,19 @@ async def test_rescuer_returns_expired_jobs_and_fails_exhausted_ones(
     expired = await running_job(db)
     exhausted = await running_job(db, attempts=3)
     alive = await running_job(db, lease_expires_at=datetime.now(UTC) + timedelta(minutes=5))
-    report = await maintenance.Rescuer(db, make_settings(retry_base_s=30.0)).run_once()
+    seen: list[dict[str, Any]] = []
+
+    class Recorder(dispatcher.NullObserver):
+        def rescued(self, job: Any) -> None:
+            seen.append(dict(job))
+
+    rescuer = maintenance.Rescuer(db, make_settings(retry_base_s=30.0), Recorder())
+    report = await rescuer.run_once()
     assert (report.rescued, report.failed) == (1, 1)
+    assert sorted((r["job_id"], r["status"], r["task_type"], r["attempt"]) for r in seen) == [
+        (expired, "rescued", "ok", 1),
+        (exhausted, "failed", "ok", 3),
+    ]
     row = await factories.job(db, expired)
     assert (row["status"], row["attempts"], row["locked_by"]) == ("pending", 1, None)
     assert row["run_at"] > datetime.now(UTC) + timedelta(seconds=20)

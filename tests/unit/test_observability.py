@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import sentry_sdk
+import structlog
 
 from tests.support.telemetry import (
     FakeClock,
@@ -289,3 +290,47 @@ async def test_a_probe_that_connects_and_leaves_is_harmless() -> None:
     async with serving() as server:
         assert await raw_request(server.port, b"") == b""
         assert await get_status(server) == 200
+
+
+def test_a_job_the_rescuer_fails_for_good_is_counted_and_reported() -> None:
+    telemetry = Telemetry(settings())
+    row = {
+        "job_id": 9,
+        "status": "failed",
+        "task_type": "ok",
+        "queue": "default",
+        "attempt": 3,
+        "error": "lease expired: worker w1 stopped before finishing attempt 3",
+    }
+    with sentry_capture(telemetry.settings) as sentry:
+        telemetry.rescued({**row, "job_id": 8, "status": "rescued", "attempt": 1})
+        telemetry.rescued(row)
+    [event] = sentry.events()
+    assert (event["level"], event["tags"]["reason"], event["tags"]["attempt"]) == (
+        "error",
+        "lease_expired",
+        "3",
+    )
+    metrics = parse_metrics("".join(f"{line}\n" for line in telemetry.metric_lines()))[
+        "worker_jobs_total"
+    ]
+    counts = {dict(labels)["outcome"]: value for labels, value in metrics.items()}
+    assert counts == {"rescued": 1, "failed": 1}
+
+
+def test_log_lines_are_scrubbed_like_sentry_events(capsys: pytest.CaptureFixture[str]) -> None:
+    s = settings()
+    observability.configure_logging("json", "info", observability.Scrubber.from_settings(s))
+    try:
+        logger = structlog.get_logger("test.scrub")
+        logger.error(
+            "job_failed",
+            job_id=1,
+            error=f"cannot reach {DATABASE_URL} as {DB_PASSWORD}",
+            detail={"database_url": "x", "note": f"key {SENTRY_KEY}"},
+        )
+        line = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+    assert DB_PASSWORD not in line and "S3cr3t%2Fpw" not in line and SENTRY_KEY not in line
+    assert '"job_id": 1' in line and "[Filtered]" in line
