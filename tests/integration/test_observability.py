@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from tests.support import factories, handlers
-from tests.support.telemetry import FakeClock, parse_metrics
+from tests.support.clock import FakeClock
+from tests.support.telemetry import parse_metrics
 from worker import dispatcher, errors, observability, store
 from worker.observability import Endpoints, HttpServer, Telemetry
 

@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from tests.support import handlers
+from tests.support.clock import FakeClock
 from tests.support.proc import run_cli, worker_env
 from worker import dispatcher, errors, scheduler, service, store
 from worker.registry import REGISTRY, Registry
@@ -29,17 +30,6 @@ NY = "America/New_York"
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self._now = now
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._now.timestamp()
 
 
 async def add(

@@ -14,6 +14,7 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.clock import FakeClock
 from worker import errors, executor, scheduler
 from worker.registry import REGISTRY
 from worker.scheduler import next_tick, plan, prev_tick
@@ -37,25 +38,6 @@ def ticks(expr: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
 
 def local(ticks_: list[datetime], tz: str) -> list[str]:
     return [f"{t.astimezone(ZoneInfo(tz)):%m-%d %H:%M %Z}" for t in ticks_]
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self._now = now
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._now.timestamp()
-
-    def advance(self, delta: timedelta) -> None:
-        self._now += delta
-
-
-# -- next_tick / prev_tick ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import pytest
 import sentry_sdk
 import structlog
 
+from tests.support.clock import FakeClock
 from tests.support.telemetry import (
-    FakeClock,
     outcome,
     parse_metrics,
     raw_request,
