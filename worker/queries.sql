@@ -30,16 +30,19 @@ SELECT current_setting('server_version_num')::int AS version_num,
 -- name: claim_jobs
 -- Lock up to $2 due jobs of queues $1 whose task types ($3) this worker serves, mark them
 -- running under lease $5 seconds for worker $4, and fill in each handler's max_attempts ($6,
--- parallel to $3) where the row left it null. Paused queues are skipped. The CTE keeps the
--- planner from updating more rows than the LIMIT.
+-- parallel to $3) where the row left it null. The CTE keeps the planner from updating more
+-- rows than the LIMIT. Paused queues are removed from $1 once, in an initplan: a per-row
+-- NOT EXISTS made the planner expect one row and sort every pending row instead of walking
+-- job_queue_claim_idx (13 ms instead of 0.05 ms per claim; test_claim_plan_walks_the_index).
 WITH due AS (
   SELECT j.id
     FROM job_queue j
    WHERE j.status = 'pending'
-     AND j.queue = ANY($1::text[])
+     AND j.queue = ANY (ARRAY(SELECT q FROM unnest($1::text[]) AS q
+                               WHERE NOT EXISTS (SELECT 1 FROM job_queue_pauses p
+                                                  WHERE p.queue = q)))
      AND j.run_at <= now()
      AND j.task_type = ANY($3::text[])
-     AND NOT EXISTS (SELECT 1 FROM job_queue_pauses p WHERE p.queue = j.queue)
    ORDER BY j.priority, j.run_at, j.id
    LIMIT $2
    FOR UPDATE SKIP LOCKED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -119,3 +120,25 @@ async def test_supabase_grants_apply_only_where_roles_exist(empty_dsn: str) -> N
         }
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+async def test_claim_plan_walks_the_index(db: store.Store, plan_cache_mode: str) -> None:
+    """The claim must read the head of job_queue_claim_idx, never sort every pending row
+    (a plan regression that cost 200x per claim once already)."""
+    await db.enqueue_many("noop", [{} for _ in range(5000)])
+    await db.pool.execute("ANALYZE job_queue")
+    async with db.pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"SET LOCAL plan_cache_mode = {plan_cache_mode}")
+        plan = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) " + QUERIES["claim_jobs"],
+            ["default"],
+            10,
+            ["noop"],
+            "w",
+            60.0,
+            [3],
+        )
+    text = json.dumps(plan)
+    assert "job_queue_claim_idx" in text
+    assert '"Sort"' not in text
