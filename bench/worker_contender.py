@@ -6,9 +6,10 @@ Follows the contender contract in bench/README.md (and pgqueuer_contender.py):
         [--n 20000] [--batch 100] [--jobs 200] [--spacing-ms 20] [--timeout 300]
 
 Configuration: one worker process (uvloop), `--batch k` = at most k jobs per claim
-statement, with `concurrency = 2k` slots so the next claim overlaps the previous batch's
-outcome write. Every job writes its job_queue transition and one job_runs audit row, as in
-production: nothing is turned off for the benchmark.
+statement, with `concurrency = 4k` slots: the worker keeps two outcome-and-claim
+statements in flight, and each needs a batch of jobs running while the other commits.
+Every job writes its job_queue transitions and one job_runs audit row, as in production:
+nothing is turned off for the benchmark.
 
 * drain: `--n` no-op jobs pre-enqueued (untimed); timed from the dispatcher's start until
   it returns, which is after the last outcome and audit row are committed.
@@ -52,7 +53,7 @@ def make_settings(args: argparse.Namespace, **overrides: Any) -> config.Settings
     values: dict[str, Any] = {
         "database_url": args.dsn,
         "claim_batch": args.batch,
-        "concurrency": args.concurrency or 2 * args.batch,
+        "concurrency": args.concurrency or 4 * args.batch,
         "handler_modules": [],
     }
     values.update(overrides)
@@ -195,7 +196,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--spacing-ms", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--concurrency", type=int, default=0, help="default: 2 x --batch")
+    parser.add_argument("--concurrency", type=int, default=0, help="default: 4 x --batch")
     parser.add_argument("--log-level", default="warning", choices=("info", "warning"))
     parser.add_argument("--role", choices=("main", "producer"), default="main")
     args = parser.parse_args()
@@ -210,7 +211,7 @@ async def run(args: argparse.Namespace) -> object:
     metrics = await asyncio.wait_for(SCENARIOS[args.scenario](args), args.timeout)
     return {
         "contender": CONTENDER,
-        "config": f"batch={args.batch},concurrency={args.concurrency or 2 * args.batch}",
+        "config": f"batch={args.batch},concurrency={args.concurrency or 4 * args.batch}",
         "scenario": args.scenario,
         **metrics,
     }

@@ -28,6 +28,9 @@ from worker.registry import JobContext, Registry
 
 log = structlog.get_logger("worker.dispatcher")
 
+# Outcome writes in flight at once (see _flusher).
+_WRITERS = 2
+
 # What a refused write raises: the data, not the connection, is the problem.
 _REFUSED = (asyncpg.DataError, asyncpg.PostgresError, ValueError, TypeError)
 
@@ -143,9 +146,18 @@ class Dispatcher:
         self.policy = executor.RetryPolicy(settings.retry_base_s, settings.retry_cap_s)
         self._task_types = registry.names()
         self._max_attempts = [registry.get(name).max_attempts for name in self._task_types]
-        self._busy = 0  # claimed and not yet durably finished
+        self._busy = 0  # slots: claimed and not yet durably finished, or reserved for a claim
+        self._more_due = False  # the last claim came back full: more jobs are probably due
+        self._base_spec = store.ClaimSpec(
+            queues=settings.queues,
+            limit=0,
+            task_types=self._task_types,
+            max_attempts=self._max_attempts,
+            lease_s=settings.lease_s,
+        )
         self._inflight: dict[int, tuple[executor.Job, asyncio.Task[None]]] = {}
         self._finished: list[executor.Outcome] = []
+        self._writes: set[asyncio.Task[None]] = set()
         # asyncio events: the claim/flush cycle runs per batch, and anyio.Event() looks the
         # event loop up each time it is created.
         self._wake_claimer = asyncio.Event()
@@ -200,19 +212,18 @@ class Dispatcher:
     # -- claiming -----------------------------------------------------------------------
 
     async def _claimer(self) -> None:
-        capacity = self.settings.concurrency
+        """Claims when slots are free: at start, on a NOTIFY, after each poll interval, and
+        after each write. While the queue stays busy the flusher claims too (in its write)."""
         while not self._stopping.is_set():
             self.observer.loop_alive("claimer")
             self._wake_claimer.clear()
-            free = capacity - self._busy
-            if free <= 0:
+            asked = self._reserve()
+            if asked == 0:
                 with anyio.move_on_after(self.settings.poll_interval_s):
                     await self._wake_claimer.wait()
                 continue
-            asked = min(free, self.settings.claim_batch)
             rows = await self._claim(asked)
-            for row in rows:
-                self._start(executor.job_from_record(row))
+            self._started(rows, asked)
             if len(rows) == asked:
                 continue
             if self.once and self._busy == 0 and not rows:
@@ -220,17 +231,31 @@ class Dispatcher:
             with anyio.move_on_after(math.inf if self.once else self.settings.poll_interval_s):
                 await self._wake_claimer.wait()
 
+    def _reserve(self, freed: int = 0) -> int:
+        """Take up to claim_batch free slots for a claim about to be sent (`freed`: slots a
+        write in the same statement is about to free). Reserving before the await keeps the
+        claimer and the flusher from claiming the same slots twice."""
+        free = self.settings.concurrency - self._busy + freed
+        asked = max(0, min(free, self.settings.claim_batch))
+        self._busy += asked
+        return asked
+
+    def _started(self, rows: list[store.Record], asked: int) -> None:
+        """Start the claimed jobs; give back the reserved slots the claim did not fill."""
+        self._busy -= asked - len(rows)
+        self._more_due = len(rows) == asked > 0
+        for row in rows:
+            self._start(executor.job_from_record(row))
+        if self._busy == 0:
+            self._flushed.set()
+
+    def _claim_spec(self, limit: int) -> store.ClaimSpec:
+        return dataclasses.replace(self._base_spec, limit=limit)
+
     async def _claim(self, limit: int) -> list[store.Record]:
         t0 = self.clock.monotonic()
         try:
-            rows = await self.db.claim(
-                queues=self.settings.queues,
-                limit=limit,
-                task_types=self._task_types,
-                max_attempts=self._max_attempts,
-                worker_id=self.settings.worker_id,
-                lease_s=self.settings.lease_s,
-            )
+            rows = await self.db.claim(self._claim_spec(limit), worker_id=self.settings.worker_id)
         except Exception as exc:  # the claimer must outlive a bad claim; unexpected ones loudly
             if isinstance(exc, store.CONNECTION_ERRORS):
                 log.warning("claim_failed", error=executor.describe(exc))
@@ -243,7 +268,6 @@ class Dispatcher:
         return rows
 
     def _start(self, job: executor.Job) -> None:
-        self._busy += 1
         self._flushed.clear()
         self._inflight[job.id] = (job, asyncio.create_task(self._run_job(job)))
 
@@ -281,52 +305,78 @@ class Dispatcher:
     # -- finishing ----------------------------------------------------------------------
 
     async def _flusher(self) -> None:
+        """Writes every finished outcome waiting, in one statement that also claims the next
+        jobs while the queue is busy (one round trip and one commit per cycle). Up to
+        _WRITERS statements are in flight at once: with one, the database sat idle while
+        Python ran the next batch (measured: ~12k jobs/s with one, ~20k with two, no more
+        with three on the 2-core reference machine)."""
         while True:
             self._wake_flusher.clear()
-            if not self._finished:
+            if not self._finished or len(self._writes) >= _WRITERS:
                 await self._wake_flusher.wait()
                 continue
             batch, self._finished = self._finished, []
-            written = await self._write(batch)
-            for outcome in batch:
-                self._record(outcome, outcome.job.id in written)
-            self._busy -= len(batch)
-            if self._busy == 0:
-                self._flushed.set()
-            self._wake_claimer.set()
+            busy_queue = self._more_due and not self._stopping.is_set()
+            asked = self._reserve(freed=len(batch)) if busy_queue else 0
+            task = asyncio.create_task(self._write_and_start(batch, asked))
+            self._writes.add(task)
+            task.add_done_callback(self._write_done)
 
-    async def _write(self, batch: list[executor.Outcome]) -> set[int]:
-        """Write a batch; while the database is away, keep retrying (outcomes are not dropped).
-        If the batch is refused (a result PostgreSQL cannot store, such as NaN in JSON),
-        write its rows one by one so one bad outcome cannot stall or crash the worker."""
+    def _write_done(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        self._wake_flusher.set()
+
+    async def _write_and_start(self, batch: list[executor.Outcome], asked: int) -> None:
+        t0 = self.clock.monotonic()
+        written, rows = await self._write(batch, asked)
+        if asked:
+            self.observer.claimed(len(rows), self.clock.monotonic() - t0)
+        for outcome in batch:
+            self._record(outcome, outcome.job.id in written)
+        self._busy -= len(batch)
+        self._started(rows, asked)
+        self._wake_claimer.set()
+
+    async def _write(
+        self, batch: list[executor.Outcome], claim: int
+    ) -> tuple[set[int], list[store.Record]]:
+        """Write a batch (and claim up to `claim` jobs); while the database is away, keep
+        retrying (outcomes are not dropped). If the batch is refused (a result PostgreSQL
+        cannot store, such as NaN in JSON), write its rows one by one, claiming nothing, so
+        one bad outcome cannot stall or crash the worker."""
         rows = [executor.to_finish(o) for o in batch]
         try:
-            return await self._write_retrying(rows)
+            return await self._write_retrying(rows, claim)
         except _REFUSED as exc:
             log.error("finish_batch_refused", jobs=len(rows), error=executor.describe(exc))
         written: set[int] = set()
         for row in rows:
             written |= await self._write_alone(row)
-        return written
+        return written, []
 
     async def _write_alone(self, row: store.Finish) -> set[int]:
         try:
-            return await self._write_retrying([row])
+            return (await self._write_retrying([row], 0))[0]
         except _REFUSED as exc:
             problem = f"could not record the handler's result: {executor.describe(exc)}"
         log.error("job_result_dropped", job_id=row.job_id, error=problem)
         fallback = dataclasses.replace(row, result=None, notes=problem, error=row.error or problem)
         try:
-            return await self._write_retrying([fallback])
+            return (await self._write_retrying([fallback], 0))[0]
         except _REFUSED as exc:  # nothing left to strip; the lease will expire and be rescued
             log.error("job_outcome_lost", job_id=row.job_id, error=executor.describe(exc))
             return set()
 
-    async def _write_retrying(self, rows: list[store.Finish]) -> set[int]:
+    async def _write_retrying(
+        self, rows: list[store.Finish], claim: int
+    ) -> tuple[set[int], list[store.Record]]:
+        spec = self._claim_spec(claim) if claim else None
         delay_s = 0.2
         while True:
             try:
-                return await self.db.finish(rows, worker_id=self.settings.worker_id)
+                return await self.db.finish_and_claim(
+                    rows, worker_id=self.settings.worker_id, claim=spec
+                )
             except asyncpg.DataError:
                 raise  # an InterfaceError, but about the data, not the connection
             except store.CONNECTION_ERRORS as exc:

@@ -35,7 +35,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """One attempt's outcome, as finish_jobs writes it."""
+    """One attempt's outcome, as finish_and_claim writes it."""
 
     job_id: int
     attempt: int
@@ -50,6 +50,20 @@ class Finish:
     started_at: datetime
     duration_ms: int
     spend_attempt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSpec:
+    """What a worker claims: up to `limit` due jobs of its queues and task types."""
+
+    queues: Sequence[str]
+    limit: int
+    task_types: Sequence[str]
+    max_attempts: Sequence[int]  # each task type's default, parallel to task_types
+    lease_s: float
+
+
+_NO_CLAIM = ClaimSpec(queues=(), limit=0, task_types=(), max_attempts=(), lease_s=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,30 +228,14 @@ class Store:
 
     # -- the engine ----------------------------------------------------------------------
 
-    async def claim(
-        self,
-        *,
-        queues: Sequence[str],
-        limit: int,
-        task_types: Sequence[str],
-        max_attempts: Sequence[int],
-        worker_id: str,
-        lease_s: float,
-    ) -> list[Record]:
-        return await self.pool.fetch(
-            QUERIES["claim_jobs"],
-            list(queues),
-            limit,
-            list(task_types),
-            worker_id,
-            float(lease_s),
-            list(max_attempts),
-        )
-
-    async def finish(self, rows: Sequence[Finish], *, worker_id: str) -> set[int]:
-        """Write outcomes; returns the job ids written (the others had lost their lease)."""
-        written = await self.pool.fetch(
-            QUERIES["finish_jobs"],
+    async def finish_and_claim(
+        self, rows: Sequence[Finish], *, worker_id: str, claim: ClaimSpec | None = None
+    ) -> tuple[set[int], list[Record]]:
+        """Write outcomes and claim up to `claim.limit` jobs in one statement. Returns the job
+        ids written (the others had lost their lease) and the claimed rows."""
+        spec = claim or _NO_CLAIM
+        result = await self.pool.fetch(
+            QUERIES["finish_and_claim"],
             [r.job_id for r in rows],
             [r.attempt for r in rows],
             [r.job_status for r in rows],
@@ -252,8 +250,21 @@ class Store:
             [r.duration_ms for r in rows],
             [r.spend_attempt for r in rows],
             worker_id,
+            list(spec.queues),
+            spec.limit,
+            list(spec.task_types),
+            float(spec.lease_s),
+            list(spec.max_attempts),
         )
-        return {row["job_id"] for row in written}
+        written = {row["id"] for row in result if not row["claimed"]}
+        return written, [row for row in result if row["claimed"]]
+
+    async def claim(self, spec: ClaimSpec, *, worker_id: str) -> list[Record]:
+        return (await self.finish_and_claim((), worker_id=worker_id, claim=spec))[1]
+
+    async def finish(self, rows: Sequence[Finish], *, worker_id: str) -> set[int]:
+        """Write outcomes; returns the job ids written (the others had lost their lease)."""
+        return (await self.finish_and_claim(rows, worker_id=worker_id))[0]
 
     async def extend_leases(
         self, jobs: Sequence[tuple[int, int]], *, worker_id: str, lease_s: float

@@ -161,15 +161,10 @@ async def test_the_coalesced_job_cannot_be_claimed_before_the_order_commits(
                 "VALUES ($1, 'ACME', 'buy', 2)",
                 ANN,
             )
-            claim: dict[str, Any] = {
-                "queues": ["default"],
-                "limit": 10,
-                "task_types": ["process_orders"],
-            }
-            claim |= {"max_attempts": [5], "worker_id": "w", "lease_s": 30}
-            assert await other.claim(**claim) == []  # held until the new order is visible
+            spec = store.ClaimSpec(["default"], 10, ["process_orders"], [5], lease_s=30)
+            assert await other.claim(spec, worker_id="w") == []  # held until the order is visible
             await tx.commit()
-        assert len(await other.claim(**claim)) == 1
+        assert len(await other.claim(spec, worker_id="w")) == 1
     finally:
         await other.close()
 

@@ -23,14 +23,8 @@ async def claim(
     db: store.Store, limit: int, worker_id: str, types: list[str] | None = None
 ) -> list[int]:
     types = types or ["ok"]
-    rows = await db.claim(
-        queues=["default"],
-        limit=limit,
-        task_types=types,
-        max_attempts=[3] * len(types),
-        worker_id=worker_id,
-        lease_s=30,
-    )
+    spec = store.ClaimSpec(["default"], limit, types, [3] * len(types), lease_s=30)
+    rows = await db.claim(spec, worker_id=worker_id)
     return [row["id"] for row in rows]
 
 
@@ -172,14 +166,7 @@ async def test_timeout_is_retried(db: store.Store, make_settings: Any) -> None:
 
 async def test_late_write_after_lease_taken_over_changes_nothing(db: store.Store) -> None:
     job_id = await factories.make_job(db, task_type="ok")
-    [first] = await db.claim(
-        queues=["default"],
-        limit=1,
-        task_types=["ok"],
-        max_attempts=[3],
-        worker_id="slow",
-        lease_s=30,
-    )
+    [first] = await db.claim(store.ClaimSpec(["default"], 1, ["ok"], [3], 30), worker_id="slow")
     # The lease expires, the job is rescued and claimed again by another worker (attempt 2).
     await db.pool.execute("UPDATE job_queue SET status = 'pending' WHERE id = $1", job_id)
     await claim(db, 1, "fast")

@@ -130,12 +130,14 @@ async def test_claim_plan_walks_the_index(db: store.Store, plan_cache_mode: str)
     await db.pool.execute("ANALYZE job_queue")
     async with db.pool.acquire() as conn, conn.transaction():
         await conn.execute(f"SET LOCAL plan_cache_mode = {plan_cache_mode}")
+        no_outcomes = [[]] * 13  # claiming alone
         plan = await conn.fetchval(
-            "EXPLAIN (FORMAT JSON) " + QUERIES["claim_jobs"],
+            "EXPLAIN (FORMAT JSON) " + QUERIES["finish_and_claim"],
+            *no_outcomes,
+            "w",
             ["default"],
             10,
             ["noop"],
-            "w",
             60.0,
             [3],
         )

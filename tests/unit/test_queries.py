@@ -23,7 +23,7 @@ def test_empty_query_is_refused() -> None:
 
 
 def test_registry_holds_the_engine_queries() -> None:
-    assert {"claim_jobs", "finish_jobs", "enqueue_job", "status_counts"} <= set(queries.QUERIES)
+    assert {"finish_and_claim", "enqueue_job", "status_counts"} <= set(queries.QUERIES)
     # No str.format / f-string placeholders: every value travels as a $n parameter.
     templated = [
         name for name, sql in queries.QUERIES.items() if re.search(r"\{[A-Za-z_]\w*\}", sql)
