@@ -5,8 +5,10 @@ Three tasks cooperate:
   comes back short it waits for a NOTIFY, a freed slot or the poll interval;
 - each job runs in its own asyncio task (shutdown cancels the task, which gives the
   attempt back);
-- the flusher writes every finished outcome waiting at that moment in one statement, then
-  frees their slots. A slot is free only once its outcome is durable.
+- the flusher writes every finished outcome waiting at that moment in one statement, which
+  also claims the next jobs while the queue is busy (up to two such statements in flight),
+  then frees their slots. A slot is free only once its outcome is durable.
+Around them: the heartbeat extends leases, and the listener wakes the claimer on NOTIFY.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -196,6 +195,3 @@ def job_from_record(row: Any) -> Job:
         requested_by=row["requested_by"],
         created_at=row["created_at"],
     )
-
-
-ContextFactory = Callable[[Job], JobContext]

@@ -322,48 +322,58 @@ class Telemetry:
 
 def report_job(outcome: executor.Outcome, level: Literal["error", "warning"], title: str) -> None:
     """One Sentry event for an attempt, tagged like the structlog outcome line."""
-    if not sentry_sdk.get_client().is_active():
-        return
     job, verdict = outcome.job, outcome.verdict
-    with sentry_sdk.new_scope() as scope:
-        scope.set_tag("task_type", job.task_type)
-        scope.set_tag("queue", job.queue)
-        scope.set_tag("attempt", str(job.attempt))
-        scope.set_tag("outcome", outcome.kind)
-        scope.set_tag("reason", verdict.reason)
-        scope.set_context(
-            "job",
-            {
-                "job_id": job.id,
-                "attempt": job.attempt,
-                "max_attempts": job.max_attempts,
-                "run_type": job.run_type,
-                "schedule_name": job.schedule_name,
-                "duration_ms": outcome.duration_ms,
-                "error": verdict.error,
-            },
-        )
-        # One Sentry issue per task type, outcome and reason, not one per job or message.
-        scope.fingerprint = ["worker-job", job.task_type, outcome.kind, verdict.reason]
-        first_line = next(iter((verdict.error or verdict.reason).splitlines()), "")[:200]
-        sentry_sdk.capture_message(f"{title}: {job.task_type}: {first_line}", level=level)
+    first_line = next(iter((verdict.error or verdict.reason).splitlines()), "")[:200]
+    _capture(
+        f"{title}: {job.task_type}: {first_line}",
+        level,
+        tags={
+            "task_type": job.task_type,
+            "queue": job.queue,
+            "attempt": job.attempt,
+            "outcome": outcome.kind,
+            "reason": verdict.reason,
+        },
+        job={
+            "job_id": job.id,
+            "attempt": job.attempt,
+            "max_attempts": job.max_attempts,
+            "run_type": job.run_type,
+            "schedule_name": job.schedule_name,
+            "duration_ms": outcome.duration_ms,
+            "error": verdict.error,
+        },
+    )
 
 
 def report_rescue_failure(job: store.Record) -> None:
     """A job whose last attempt's worker died: an error event, like any job failed for good."""
+    _capture(
+        f"job failed for good: {job['task_type']}: its worker died on every attempt",
+        "error",
+        tags={
+            "task_type": job["task_type"],
+            "queue": job["queue"],
+            "attempt": job["attempt"],
+            "outcome": "failed",
+            "reason": "lease_expired",
+        },
+        job={"job_id": job["job_id"], "error": job["error"]},
+    )
+
+
+def _capture(
+    message: str, level: Literal["error", "warning"], *, tags: dict[str, Any], job: dict[str, Any]
+) -> None:
     if not sentry_sdk.get_client().is_active():
         return
     with sentry_sdk.new_scope() as scope:
-        for tag in ("task_type", "queue", "attempt"):
-            scope.set_tag(tag, str(job[tag]))
-        scope.set_tag("outcome", "failed")
-        scope.set_tag("reason", "lease_expired")
-        scope.set_context("job", {"job_id": job["job_id"], "error": job["error"]})
-        scope.fingerprint = ["worker-job", job["task_type"], "failed", "lease_expired"]
-        sentry_sdk.capture_message(
-            f"job failed for good: {job['task_type']}: its worker died on every attempt",
-            level="error",
-        )
+        for name, value in tags.items():
+            scope.set_tag(name, str(value))
+        scope.set_context("job", job)
+        # One Sentry issue per task type, outcome and reason, not one per job or message.
+        scope.fingerprint = ["worker-job", tags["task_type"], tags["outcome"], tags["reason"]]
+        sentry_sdk.capture_message(message, level=level)
 
 
 # -- Sentry --------------------------------------------------------------------------------

@@ -226,9 +226,6 @@ RETURNING id;
 -- name: get_job
 SELECT * FROM job_queue WHERE id = $1;
 
--- name: job_runs_for_job
-SELECT * FROM job_runs WHERE job_id = $1 ORDER BY id;
-
 -- name: status_counts
 SELECT queue, task_type, status, count(*) AS jobs
   FROM job_queue

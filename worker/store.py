@@ -351,9 +351,6 @@ class Store:
     async def get_job(self, job_id: int) -> Record | None:
         return await self.pool.fetchrow(QUERIES["get_job"], job_id)
 
-    async def job_runs(self, job_id: int) -> list[Record]:
-        return await self.pool.fetch(QUERIES["job_runs_for_job"], job_id)
-
     async def status(self) -> StatusReport:
         async with self.pool.acquire() as conn:
             return StatusReport(
