@@ -17,7 +17,7 @@ import pydantic
 from pydantic import AnyHttpUrl, Field, SecretStr, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from worker import errors
+from worker import errors, registry
 
 SQL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$"
 """A relation or function name, optionally schema-qualified: letters, digits, _ and $."""
@@ -128,13 +128,17 @@ def load(**overrides: Any) -> HandlerSettings:
     """Read `HANDLERS_*` from the environment (overrides win); ConfigError on a bad value,
     naming the variable and never echoing a secret."""
     try:
-        return HandlerSettings(**overrides)
+        loaded = HandlerSettings(**overrides)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
         message = first["msg"].removeprefix("Value error, ")
         shown = "" if field in _SECRETS else f" (got {first.get('input')!r})"
         raise errors.ConfigError(f"HANDLERS_{field.upper()}: {message}{shown}") from None
+    # Before any handler can fail with one of them in its message: the worker's scrubber
+    # then removes them from logs, Sentry events and the stored error text of failed jobs.
+    registry.register_secrets_of(loaded)
+    return loaded
 
 
 _current: HandlerSettings | None = None
@@ -155,4 +159,6 @@ def get() -> HandlerSettings:
 def use(settings: HandlerSettings | None) -> None:
     """Replace the settings (tests, the demo); None reloads from the environment on next use."""
     global _current  # noqa: PLW0603
+    if settings is not None:
+        registry.register_secrets_of(settings)
     _current = settings

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import pydantic
 
-from worker import backoff, errors, store
+from worker import backoff, errors, redact, store
 from worker.clock import Clock
 from worker.registry import Handler, JobContext, JobResult
 
@@ -68,9 +68,10 @@ class RetryPolicy:
 
 
 def describe(exc: BaseException) -> str:
-    """`Type: message`, bounded, for last_error and job_runs.error."""
+    """`Type: message`, bounded and scrubbed of secrets, for last_error and job_runs.error
+    (and log lines). Only failures pay for the scrub: a succeeded job never gets here."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+    text = redact.scrub(text.replace("\x00", "\ufffd"))  # PostgreSQL text cannot hold NUL
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 
 
@@ -94,6 +95,8 @@ def classify(exc: BaseException | None, job: Job, policy: RetryPolicy) -> Verdic
 
 def parse_payload(handler: Handler, raw: Any) -> pydantic.BaseModel:
     """Validate stored JSON against the handler's model; PermanentJobError if it does not fit."""
+    if isinstance(raw, store.UndecodableJson):
+        raise errors.PermanentJobError(f"invalid payload for {handler.name!r}: {raw}")
     try:
         return handler.payload.model_validate(raw)
     except pydantic.ValidationError as exc:

@@ -22,7 +22,7 @@ from uuid import UUID
 
 import pydantic
 
-from worker import errors
+from worker import errors, redact
 
 if TYPE_CHECKING:
     import asyncpg
@@ -160,3 +160,20 @@ def handler(
         return func
 
     return register
+
+
+def register_secret(value: str) -> None:
+    """Never write `value` anywhere: the worker replaces it with [Filtered] in log lines,
+    Sentry events and the error text of failed jobs (last_error, job_runs.error).
+
+    For secrets a handler module loads itself (an API token, a webhook secret): register
+    them when loading, before any job can fail with one in its message. Patterns catch
+    credentials in URLs and `token=`-style text anyway; registering catches the rest.
+    """
+    redact.register([value])
+
+
+def register_secrets_of(settings: pydantic.BaseModel) -> None:
+    """register_secret for the value of every SecretStr field of a settings model (nested
+    models, dicts and lists too)."""
+    redact.register(redact.secret_values(settings))
