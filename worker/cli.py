@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import signal
 import sys
@@ -16,7 +17,11 @@ import anyio
 
 from worker import __version__, config, errors, observability, service
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Used with fullmatch: with match, `$` also matches before a trailing newline ("default\n"),
+# which the table's CHECK constraint then refuses.
+_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_TASK = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_MAX_DEDUPE_KEY_CHARS = 512  # job_queue_dedupe_key_check
 
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
@@ -49,9 +54,77 @@ exit codes: 0 ok; 1 a job failed for good (--once, demo); 2 bad usage, settings 
 
 def _json_arg(text: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:  # JSONDecodeError, and numbers past Python's digit limit
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError("not valid JSON here: nested too deeply") from None
+    if value is None:  # the driver would send SQL NULL, which payload columns refuse
+        raise argparse.ArgumentTypeError("null is not a payload: pass {} for an empty one")
+    problem = _jsonb_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON (and jsonb) has no such values.
+    raise argparse.ArgumentTypeError(f"not valid JSON: {name} is not a JSON value")
+
+
+def _jsonb_problem(value: Any) -> str | None:
+    """Why PostgreSQL's jsonb cannot store `value` as it is (None: it can). Refused rather
+    than silently changed: the payload is what the caller asked to run."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str):
+            problem = _text_problem(item)
+            if problem is not None:
+                return f"JSON string {_shown(item)} {problem}"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "a JSON number is too large for this worker (it reads numbers as floats)"
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate, which is not valid Unicode"
+    return None
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _text_arg(text: str) -> str:
+    problem = _text_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} {problem}")
+    return text
+
+
+def _dedupe_key_arg(text: str) -> str:
+    if len(text) > _MAX_DEDUPE_KEY_CHARS:
+        raise argparse.ArgumentTypeError(f"longer than {_MAX_DEDUPE_KEY_CHARS} characters")
+    return _text_arg(text)
+
+
+def _task_arg(text: str) -> str:
+    if not _TASK.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid task type {_shown(text)}: use 1-128 of A-Z a-z 0-9 _ . : -"
+        )
+    return text
 
 
 def _datetime_arg(text: str) -> datetime:
@@ -61,11 +134,16 @@ def _datetime_arg(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time such as 2026-11-22T08:00:00+00:00"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range") from None
+    return value
 
 
 def _name_arg(text: str) -> str:
-    if not _NAME.match(text):
+    if not _NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"invalid queue name {text!r}: use 1-64 of A-Z a-z 0-9 _ . : -"
         )
@@ -117,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schedules(commands)
     pause = commands.add_parser("pause", help="stop every worker claiming from a queue")
     pause.add_argument("queue", type=_name_arg)
-    pause.add_argument("--reason", help="shown by `status` and in job_queue_pauses")
+    pause.add_argument("--reason", type=_text_arg, help="shown by `status` and in job_queue_pauses")
     resume = commands.add_parser("resume", help="let workers claim from a paused queue again")
     resume.add_argument("queue", type=_name_arg)
     status = commands.add_parser("status", help="job counts, oldest pending age, unserved types")
@@ -129,7 +207,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="how many echo jobs to enqueue (default 20)",
     )
+    _add_dashboard(commands)
     return parser
+
+
+_DASHBOARD_DESCRIPTION = """\
+Serve the admin dashboard (and /health) without running any job: pages to watch the queue,
+retry, cancel and run jobs, pause queues and manage schedules, every action audited in
+job_admin_audit. The daemon serves the same dashboard under /dashboard/ when both
+WORKER_HTTP_PORT and WORKER_DASHBOARD_USERS are set.
+"""
+
+_DASHBOARD_EPILOG = """\
+settings:
+  WORKER_DASHBOARD_USERS          required: name:password pairs, comma-separated
+                                  (passwords of 12+ characters), e.g.
+                                  "alice:long-password-1,bob:long-password-2"
+  WORKER_DASHBOARD_SECURE_COOKIE  true when users reach it over HTTPS (a TLS proxy in front)
+  WORKER_DASHBOARD_SESSION_HOURS  how long a login lasts (default 12)
+
+example:
+  WORKER_DASHBOARD_USERS="alice:$(cat alice.pw)" python -m worker dashboard --port 8081
+  then open http://127.0.0.1:8081/dashboard/
+
+It listens on 127.0.0.1 unless told otherwise: to reach it from elsewhere, put a TLS proxy
+in front and set WORKER_DASHBOARD_SECURE_COOKIE=true rather than exposing plain HTTP.
+"""
+
+
+def _add_dashboard(commands: Any) -> None:
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve the admin dashboard alone (runs no jobs)",
+        description=_DASHBOARD_DESCRIPTION,
+        epilog=_DASHBOARD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dashboard.add_argument(
+        "--host",
+        help="address to listen on (default: WORKER_HTTP_HOST, which defaults to 127.0.0.1)",
+    )
+    dashboard.add_argument(
+        "--port",
+        type=_int_range(0, 65535),
+        help="port to listen on (default: WORKER_HTTP_PORT, else 8080)",
+    )
 
 
 def _add_enqueue(commands: Any) -> None:
@@ -139,7 +261,7 @@ def _add_enqueue(commands: Any) -> None:
         description="Insert one job, recorded as run_type='manual'. The payload is checked "
         "against the handler's model first when this worker has that handler.",
     )
-    enqueue.add_argument("task", help="task type, e.g. echo")
+    enqueue.add_argument("task", type=_task_arg, help="task type, e.g. echo")
     enqueue.add_argument("--payload", type=_json_arg, default={}, help="JSON payload (default {})")
     enqueue.add_argument("--run-at", type=_datetime_arg, help="ISO 8601 time; naive means UTC")
     enqueue.add_argument(
@@ -150,14 +272,21 @@ def _add_enqueue(commands: Any) -> None:
     )
     enqueue.add_argument("--max-attempts", type=_int_range(1, 1000), help="default: the handler's")
     enqueue.add_argument("--user-id", type=_uuid_arg, help="UUID of the person running it")
-    enqueue.add_argument("--dedupe-key", help="skip if a live job already has this key")
+    enqueue.add_argument(
+        "--dedupe-key", type=_dedupe_key_arg, help="skip if a live job already has this key"
+    )
     enqueue.add_argument(
         "--force", action="store_true", help="allow a task type this worker has no handler for"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # argparse drops "--" from `--opt=--` and stores [] without calling the option's type.
+    for name, value in vars(args).items():
+        if value == []:
+            parser.error(f"argument --{name.replace('_', '-')}: '--' is not a value")
     # SIGTERM outside the daemon loop must still exit normally, so atexit handlers run
     # (they stop the embedded PostgreSQL when this process is its last user).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -168,14 +297,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return _dispatch(args, settings)
     except errors.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(exc)
         return EXIT_USAGE
     except (errors.UnknownTask, errors.PermanentJobError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(exc)
         return EXIT_USAGE
     except (errors.MigrationError, errors.DatabaseUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(exc)
         return EXIT_DATABASE
+
+
+def _print_error(exc: Exception) -> None:
+    """`error: ...` as one line on stderr: names, cron strings and database messages may
+    carry newlines or terminal control characters, which are shown escaped."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(exc))
+    print(f"error: {text}", file=sys.stderr)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -226,6 +362,10 @@ def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         summary = _run(service.demo, settings, jobs=args.jobs)
         print(json.dumps(summary.as_dict(), default=str))
         return EXIT_JOBS_FAILED if summary.failed else EXIT_OK
+    if command == "dashboard":
+        port = args.port if args.port is not None else (settings.http_port or 8080)
+        _run(service.serve_dashboard, settings, host=args.host or settings.http_host, port=port)
+        return EXIT_OK
     raise AssertionError(command)
 
 
@@ -305,13 +445,13 @@ def _add_schedules(commands: Any) -> None:
     listing = actions.add_parser("list", help="every schedule, its next run and last result")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add = actions.add_parser("add", help="create a schedule")
-    add.add_argument("name", help="unique name, e.g. nightly_report")
+    add.add_argument("name", type=_text_arg, help="unique name, e.g. nightly_report")
     add.add_argument("--cron", required=True, help="e.g. '*/15 * * * *' or @daily")
     add.add_argument("--task", required=True, help="task type each tick enqueues")
     _add_schedule_options(add, defaults=True)
     add.add_argument("--paused", action="store_true", help="create it paused")
     change = actions.add_parser("set", help="change a schedule (a new cron re-times it)")
-    change.add_argument("name")
+    change.add_argument("name", type=_text_arg)
     change.add_argument("--cron", help="new cron expression")
     change.add_argument("--task", help="new task type")
     _add_schedule_options(change, defaults=False)
@@ -320,9 +460,9 @@ def _add_schedules(commands: Any) -> None:
         ("resume", "start again (ticks missed while paused are not run)"),
         ("remove", "delete a schedule (its jobs and history stay)"),
     ):
-        actions.add_parser(action, help=text).add_argument("name")
+        actions.add_parser(action, help=text).add_argument("name", type=_text_arg)
     history = actions.add_parser("history", help="a schedule's latest runs (job_runs)")
-    history.add_argument("name")
+    history.add_argument("name", type=_text_arg)
     history.add_argument("--limit", type=_int_range(1, 1000), default=20, help="default 20")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -362,7 +502,7 @@ def _schedules(args: argparse.Namespace, settings: config.Settings) -> int:
         else:
             print(_json({"schedule": _change_schedule(args, settings)}))
     except errors.ScheduleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(exc)
         return EXIT_USAGE
     return EXIT_OK
 

@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
+import sentry_sdk.utils
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker import errors
 
 _NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+_MODULE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_MAX_SHOWN_CHARS = 100  # of a bad value, in the error line
 
 
 def _default_worker_id() -> str:
@@ -65,11 +68,13 @@ class Settings(BaseSettings):
     rescue_interval_s: float = Field(default=15.0, gt=0, le=3600)
     """How often this worker looks for jobs whose lease expired."""
     prune_interval_s: float = Field(default=600.0, gt=0, le=86_400)
-    retain_succeeded_days: float = Field(default=14.0, gt=0)
+    # Upper bounds on retention: beyond ~100 years `now - days` leaves datetime's range
+    # and every prune would fail.
+    retain_succeeded_days: float = Field(default=14.0, gt=0, le=36_500)
     """Succeeded and cancelled jobs are deleted this long after they finished."""
-    retain_failed_days: float | None = Field(default=None, gt=0)
+    retain_failed_days: float | None = Field(default=None, gt=0, le=36_500)
     """Failed jobs are kept for inspection unless this is set."""
-    retain_runs_days: float = Field(default=30.0, gt=0)
+    retain_runs_days: float = Field(default=30.0, gt=0, le=36_500)
     """job_runs rows are deleted this long after they started."""
     prune_batch: int = Field(default=1000, ge=1, le=100_000)
     scheduler: bool = True
@@ -99,6 +104,16 @@ class Settings(BaseSettings):
     """Port of the /health and /metrics endpoint. Unset: no endpoint (the Dockerfile sets 8080)."""
     http_host: str = "127.0.0.1"
     """Address the endpoint listens on (the Dockerfile sets 0.0.0.0 for platform checks)."""
+    dashboard_users: SecretStr | None = None
+    """Dashboard logins, `name:password` pairs, comma-separated (names: 1-64 of A-Z a-z 0-9
+    _ . @ -; passwords: at least 12 characters, no comma). Unset: no dashboard. With
+    WORKER_HTTP_PORT also set, the dashboard is served under /dashboard/."""
+    dashboard_secure_cookie: bool = False
+    """Mark the session cookie Secure: set it when the dashboard is reached over HTTPS (a
+    TLS-terminating proxy in front of the worker), never serve it over plain HTTP beyond
+    localhost."""
+    dashboard_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    """How long a dashboard login lasts."""
     health_stale_s: float | None = Field(default=None, gt=0, le=86_400)
     """/health fails when a loop is silent this long. Unset: max(3 × poll interval, 30 s)."""
     sentry_environment: str | None = None
@@ -128,10 +143,39 @@ class Settings(BaseSettings):
     def _check_queues(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one queue is required")
-        bad = [q for q in value if not re.match(_NAME_PATTERN, q)]
+        bad = [q for q in value if not re.fullmatch(_NAME_PATTERN, q)]
         if bad:
             raise ValueError(f"invalid queue name(s) {bad}: use 1-64 of A-Z a-z 0-9 _ . : -")
         return list(dict.fromkeys(value))
+
+    @field_validator("dashboard_users")
+    @classmethod
+    def _check_dashboard_users(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        dashboard_users(value)  # raises ValueError naming the problem, never a password
+        return value
+
+    @field_validator("handler_modules")
+    @classmethod
+    def _check_handler_modules(cls, value: list[str]) -> list[str]:
+        # importlib raises TypeError, not ImportError, for a relative name such as "..x".
+        bad = [m for m in value if not re.fullmatch(_MODULE_PATTERN, m)]
+        if bad:
+            raise ValueError(f"invalid module name(s) {bad}: use dotted Python names")
+        return value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _check_sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        try:
+            sentry_sdk.utils.Dsn(value.get_secret_value())
+        except sentry_sdk.utils.BadDsn:
+            # Not the parser's message: it may quote part of the DSN.
+            raise ValueError("not a Sentry DSN (https://<key>@<host>/<project id>)") from None
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -144,13 +188,45 @@ class Settings(BaseSettings):
         return value
 
 
-_SECRET_FIELDS = {"database_url", "sentry_dsn"}
+_SECRET_FIELDS = {"database_url", "sentry_dsn", "dashboard_users"}
 _ALIASES = {
     alias: name
     for name in _SECRET_FIELDS
     for alias in ("DATABASE_URL", "WORKER_DATABASE_URL", "SENTRY_DSN", "WORKER_SENTRY_DSN")
     if alias.removeprefix("WORKER_").lower() == name
 }
+
+
+_DASHBOARD_USER = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+MIN_DASHBOARD_PASSWORD_CHARS = 12
+
+
+def dashboard_users(value: SecretStr | None) -> dict[str, str]:
+    """{name: password} of WORKER_DASHBOARD_USERS (empty when unset); ValueError on a bad
+    value, whose message names the user at fault and never shows a password."""
+    if value is None:
+        return {}
+    users: dict[str, str] = {}
+    for position, entry in enumerate(value.get_secret_value().split(","), start=1):
+        name, sep, password = entry.strip().partition(":")
+        if not sep:
+            raise ValueError(f"entry {position} is not name:password")
+        if not _DASHBOARD_USER.fullmatch(name):
+            raise ValueError(f"entry {position}: a user name is 1-64 of A-Z a-z 0-9 _ . @ -")
+        if len(password) < MIN_DASHBOARD_PASSWORD_CHARS:
+            raise ValueError(
+                f"the password of {name!r} is shorter than {MIN_DASHBOARD_PASSWORD_CHARS} "
+                "characters"
+            )
+        if name in users:
+            raise ValueError(f"user {name!r} is listed twice")
+        users[name] = password
+    return users
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 3] + "..."
 
 
 def _variable(field: str) -> str:
@@ -170,5 +246,5 @@ def load(**overrides: Any) -> Settings:
         field = str(first["loc"][0]) if first["loc"] else "settings"
         field = _ALIASES.get(field, field)
         message = first["msg"].removeprefix("Value error, ")
-        shown = "" if field in _SECRET_FIELDS else f" (got {first.get('input')!r})"
+        shown = "" if field in _SECRET_FIELDS else f" (got {_shown(first.get('input'))})"
         raise errors.ConfigError(f"{_variable(field)}: {message}{shown}") from None

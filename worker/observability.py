@@ -4,8 +4,7 @@
 - `Telemetry`: the dispatcher's Observer. Keeps Prometheus metrics in memory, remembers when
   each loop last made progress, and reports jobs that fail for good (errors) or keep failing
   (warnings) to Sentry with the same fields the structlog outcome lines carry.
-- `HttpServer` + `Endpoints`: GET /health and GET /metrics on a tiny HTTP/1.1 server built
-  on asyncio streams (no web framework: two routes do not justify a dependency).
+- `Endpoints`: GET /health and GET /metrics, served by worker.http's small HTTP/1.1 server.
 - `Scrubber`: Sentry's before_send; no secret leaves the process in an event.
 - `running()`: all of the above for the lifetime of a daemon run (service.run).
 """
@@ -22,24 +21,19 @@ import re
 import sys
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
-    Callable,
     Iterable,
     Iterator,
     Mapping,
     MutableMapping,
 )
-from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import asyncpg
-import pydantic
 import sentry_sdk
 import structlog
-from pydantic import SecretStr
 
-from worker import __version__, errors, executor, store
+from worker import __version__, config, errors, executor, http, redact, store
 from worker.clock import Clock, SystemClock
 from worker.config import Settings
 
@@ -378,23 +372,7 @@ def _capture(
 
 # -- Sentry --------------------------------------------------------------------------------
 
-FILTERED = "[Filtered]"
-# Shorter secrets are left to the patterns below: replacing every "pw" in an event would
-# shred it without protecting much.
-_MIN_SECRET_CHARS = 4
-# scheme://user:password@host -> scheme://user:[Filtered]@host
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]+@")
-# ?token=... &api_key=... &sig=... in any URL
-_QUERY_CREDENTIAL = re.compile(
-    r"(?i)([?&;][a-z0-9_.-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|key|"
-    r"signature|sig|auth|credential)=)[^&#\s'\"]+"
-)
-# password=... / token: ... in free text (libpq keyword DSNs, error messages)
-_ASSIGNED_CREDENTIAL = re.compile(
-    r"(?i)\b([a-z0-9_-]*(?:password|passwd|secret|token|api[_-]?key|apikey)[\"']?\s*[=:]\s*)"
-    r"(?!\[Filtered\])(\"[^\"]*\"|'[^']*'|[^\s&,;'\"]+)"
-)
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[a-z0-9._~+/=-]{8,}")
+FILTERED = redact.FILTERED
 # Values under these keys are dropped whole, whatever they look like.
 _SENSITIVE_KEY = re.compile(
     r"(?i)password|passwd|secret|token|api[_-]?key|apikey|authorization|cookie|credential|"
@@ -403,26 +381,26 @@ _SENSITIVE_KEY = re.compile(
 
 
 class Scrubber:
-    """Sentry's before_send: removes secrets from every string of an event.
+    """Sentry's before_send and a structlog processor: removes secrets from every string.
 
-    - the exact values of the secrets it was given (every SecretStr setting, the password of
-      each URL among them in raw and percent-decoded form, the Sentry DSN's key);
+    - the exact values of the secrets it was given, and of every secret registered in the
+      process (worker.redact: the settings' secrets, HANDLERS_* secrets registered by the
+      handlers as they load them), in their raw, percent-decoded and percent-encoded forms;
     - anything shaped like a credential: passwords in URLs, credential query parameters,
       `password=`/`token:` assignments, bearer/basic authorization values;
     - values under keys that name a secret, and all request headers and cookies.
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        kept = {s for s in secrets if len(s) >= _MIN_SECRET_CHARS}
+        kept = {form for secret in secrets for form in redact.forms(secret)}
         self.secrets = sorted(kept, key=len, reverse=True)  # a URL before its password
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scrubber:
-        secrets = set(_secret_values(settings))
-        if settings.sentry_dsn is not None:
-            with contextlib.suppress(ValueError):
-                key = urlsplit(settings.sentry_dsn.get_secret_value()).username
-                secrets.update([key] if key else [])
+        """A scrubber for these settings' secrets, which are also registered process-wide so
+        that the error text of failed jobs (worker.executor.describe) is scrubbed of them."""
+        secrets = set(settings_secrets(settings))
+        redact.register(secrets)
         return cls(secrets)
 
     def __call__(self, event: Any, hint: Any) -> Any:
@@ -462,13 +440,7 @@ class Scrubber:
         return event
 
     def scrub_text(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, FILTERED)
-        text = _URL_PASSWORD.sub(rf"\1:{FILTERED}@", text)
-        text = _QUERY_CREDENTIAL.sub(rf"\1{FILTERED}", text)
-        text = _ASSIGNED_CREDENTIAL.sub(rf"\1{FILTERED}", text)
-        return _BEARER.sub(rf"\1 {FILTERED}", text)
+        return redact.scrub(text, self.secrets)
 
 
 _ENGINE_FIELDS = frozenset(
@@ -490,25 +462,18 @@ _ENGINE_FIELDS = frozenset(
 )
 
 
-def _secret_values(value: Any) -> Iterator[str]:
-    """Every SecretStr in the settings (nested models too), and the passwords in URLs."""
-    if isinstance(value, SecretStr):
-        secret = value.get_secret_value()
-        yield secret
+def settings_secrets(settings: Settings) -> Iterator[str]:
+    """Every SecretStr of the settings, the Sentry DSN's key (its user part) and each dashboard
+    password (WORKER_DASHBOARD_USERS is `name:password` pairs: the whole value alone would
+    not match one password in a text)."""
+    yield from redact.secret_values(settings)
+    if settings.sentry_dsn is not None:
         with contextlib.suppress(ValueError):
-            password = urlsplit(secret).password
-            if password:
-                yield password
-                yield unquote(password)
-    elif isinstance(value, pydantic.BaseModel):
-        for name in type(value).model_fields:
-            yield from _secret_values(getattr(value, name))
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _secret_values(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _secret_values(item)
+            key = urlsplit(settings.sentry_dsn.get_secret_value()).username
+            if key:
+                yield key
+    with contextlib.suppress(ValueError):
+        yield from config.dashboard_users(settings.dashboard_users).values()
 
 
 def sentry_options(settings: Settings) -> dict[str, Any]:
@@ -532,178 +497,6 @@ def init_sentry(settings: Settings) -> bool:
         return False
     sentry_sdk.init(**sentry_options(settings))
     return True
-
-
-# -- HTTP -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = "text/plain; charset=utf-8"
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-Route = Callable[[], Awaitable[Response]]
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-# METHOD SP origin-form-target SP HTTP/1.x, printable ASCII only.
-_REQUEST_LINE = re.compile(rb"([A-Z]{1,16}) (/[\x21-\x7e]{0,2047}) HTTP/1\.[01]")
-_HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\x09\x20-\x7e\x80-\xff]*")
-_LINGER_BYTES = 64 * 1024
-
-
-class BadRequest(Exception):
-    pass
-
-
-def _text(status: int, message: str, *headers: tuple[str, str]) -> Response:
-    return Response(status, f"{message}\n".encode(), headers=headers)
-
-
-class HttpServer:
-    """GET-only HTTP/1.1, one request per connection. The request head is bounded in size
-    (`max_head_bytes`) and time (`timeout_s`), and so is the number of open connections: a
-    slow or hostile client holds a few KiB for a few seconds and never blocks the worker."""
-
-    def __init__(
-        self,
-        routes: Mapping[str, Route],
-        *,
-        host: str,
-        port: int,
-        max_head_bytes: int = 8192,
-        timeout_s: float = 5.0,
-        max_connections: int = 32,
-    ) -> None:
-        self.routes = dict(routes)
-        self.host = host
-        self.requested_port = port
-        self.max_head_bytes = max_head_bytes
-        self.timeout_s = timeout_s
-        self.max_connections = max_connections
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        assert self._server is not None, "not started"
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self.requested_port, limit=self.max_head_bytes
-        )
-
-    async def close(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        # From Python 3.12 this also waits for closed connections to flush: bounded, so a
-        # client that stopped reading cannot hold up the worker's exit.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.timeout_s):
-                await self._server.wait_closed()
-        self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        answered = False
-        try:
-            if len(self._connections) > self.max_connections:
-                response: Response | None = _text(503, "too many connections")
-            else:
-                response = await self._respond(reader)
-            if response is not None:
-                async with asyncio.timeout(self.timeout_s):
-                    await self._write(writer, response)
-                    await self._linger(reader)
-            answered = True
-        except (OSError, TimeoutError):
-            pass  # the client went away or stalled: nothing more to tell it
-        finally:
-            self._connections.discard(task)
-            if answered:
-                writer.close()  # sends what is left of the response, then FIN
-            else:
-                writer.transport.abort()  # never wait on a client that stopped reading
-
-    async def _respond(self, reader: asyncio.StreamReader) -> Response | None:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                head = await reader.readuntil(b"\r\n\r\n")
-        except TimeoutError:
-            return _text(408, "request head not received in time")
-        except asyncio.LimitOverrunError:
-            return _text(400, f"request head larger than {self.max_head_bytes} bytes")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                return None  # connected and left (a TCP probe)
-            return _text(400, "incomplete request")
-        try:
-            method, path = _parse_head(head)
-        except BadRequest as exc:
-            return _text(400, str(exc))
-        route = self.routes.get(path)
-        if route is None:
-            return _text(404, "not found")
-        if method != "GET":
-            return _text(405, "only GET is supported", ("Allow", "GET"))
-        try:
-            return await route()
-        except Exception:  # a broken route must answer 500, not kill the connection silently
-            log.exception("http_route_failed", path=path)
-            return _text(500, "internal error")
-
-    async def _write(self, writer: asyncio.StreamWriter, response: Response) -> None:
-        lines = [
-            f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
-            "Connection: close",
-            "Cache-Control: no-store",
-            *(f"{name}: {value}" for name, value in response.headers),
-        ]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + response.body)
-        await writer.drain()
-        writer.write_eof()
-
-    async def _linger(self, reader: asyncio.StreamReader) -> None:
-        """Read what the client still sends until it closes: closing a socket with unread
-        input makes the kernel send a reset, which can destroy the response in flight."""
-        received = 0
-        while received < _LINGER_BYTES:
-            chunk = await reader.read(4096)
-            if not chunk:
-                return
-            received += len(chunk)
-
-
-def _parse_head(head: bytes) -> tuple[str, str]:
-    """(method, path) of a request head; BadRequest when it is not HTTP/1.x."""
-    request_line, *header_lines = head[:-4].split(b"\r\n")
-    match = _REQUEST_LINE.fullmatch(request_line)
-    if match is None:
-        raise BadRequest("malformed request line")
-    if not all(_HEADER_LINE.fullmatch(line) for line in header_lines):
-        raise BadRequest("malformed header line")
-    target = match.group(2).decode("ascii")
-    return match.group(1).decode("ascii"), target.split("?", 1)[0]
 
 
 # -- the endpoints ------------------------------------------------------------------------------
@@ -732,10 +525,16 @@ class Endpoints:
         self.ping_timeout_s = ping_timeout_s
         self.query_timeout_s = query_timeout_s
 
-    def routes(self) -> dict[str, Route]:
-        return {"/health": self.health, "/metrics": self.metrics}
+    def routes(self) -> http.Router:
+        router = http.Router()
+        self.add_routes(router)
+        return router
 
-    async def health(self) -> Response:
+    def add_routes(self, router: http.Router) -> None:
+        router.get("/health", self.health)
+        router.get("/metrics", self.metrics)
+
+    async def health(self, request: http.Request | None = None) -> http.Response:
         """200 when the database answers quickly and every loop reported recently; else 503."""
         database = await self._ping()
         problems = [] if database["ok"] else [f"database: {database['error']}"]
@@ -751,7 +550,7 @@ class Endpoints:
             },
             "jobs_in_flight": self.telemetry.in_flight,
         }
-        return Response(
+        return http.Response(
             503 if problems else 200,
             json.dumps(body).encode() + b"\n",
             content_type="application/json",
@@ -770,7 +569,7 @@ class Endpoints:
         latency_ms = (self.telemetry.clock.monotonic() - t0) * 1000
         return {"ok": True, "server_version": version, "latency_ms": round(latency_ms, 2)}
 
-    async def metrics(self) -> Response:
+    async def metrics(self, request: http.Request | None = None) -> http.Response:
         rows: list[store.Record] | None
         try:
             async with asyncio.timeout(self.query_timeout_s):
@@ -779,7 +578,9 @@ class Endpoints:
             log.warning("metrics_query_failed", error=executor.describe(exc))
             rows = None
         lines = [*self.telemetry.metric_lines(), *queue_metric_lines(rows, self.telemetry.settings)]
-        return Response(200, ("\n".join(lines) + "\n").encode(), content_type=CONTENT_TYPE_METRICS)
+        return http.Response(
+            200, ("\n".join(lines) + "\n").encode(), content_type=CONTENT_TYPE_METRICS
+        )
 
 
 def queue_metric_lines(rows: list[store.Record] | None, settings: Settings) -> Iterator[str]:
@@ -813,17 +614,23 @@ def queue_metric_lines(rows: list[store.Record] | None, settings: Settings) -> I
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, db: store.Store, *, clock: Clock | None = None
+    settings: Settings,
+    db: store.Store,
+    *,
+    clock: Clock | None = None,
+    mounts: Mapping[str, http.Handler] | None = None,
 ) -> AsyncIterator[Telemetry]:
-    """Sentry and the /health + /metrics endpoint for as long as the daemon runs."""
+    """Sentry and the /health + /metrics endpoint for as long as the daemon runs; `mounts`
+    adds applications under a path prefix (the dashboard under /dashboard)."""
     telemetry = Telemetry(settings, clock=clock)
     sentry_on = init_sentry(settings)
-    server: HttpServer | None = None
+    server: http.HttpServer | None = None
     try:
         if settings.http_port is not None:
-            server = HttpServer(
-                Endpoints(telemetry, db).routes(), host=settings.http_host, port=settings.http_port
-            )
+            router = Endpoints(telemetry, db).routes()
+            for prefix, app in (mounts or {}).items():
+                router.mount(prefix, app)
+            server = http.HttpServer(router, host=settings.http_host, port=settings.http_port)
             try:
                 await server.start()
             except OSError as exc:

@@ -166,7 +166,8 @@ SELECT r.id, r.task_type, r.queue, r.run_type,
        CASE WHEN e.exhausted THEN 'failed' ELSE 'rescued' END,
        'lease_expired', r.attempts, r.last_error, r.requested_by, e.locked_by, r.schedule_name,
        coalesce(e.started_at, now()), now(),
-       greatest(0, extract(epoch FROM now() - coalesce(e.started_at, now())) * 1000)::int
+       least(greatest(0, extract(epoch FROM now() - coalesce(e.started_at, now())) * 1000),
+             2147483647)::int
   FROM rescued r
   JOIN expired e ON e.id = r.id
 RETURNING job_id, status, job_key AS task_type, queue, attempt, error;
@@ -378,3 +379,238 @@ SELECT * FROM job_schedules_list();
 
 -- name: schedule_history
 SELECT * FROM job_schedule_history($1, $2);
+
+-- == dashboard ==
+-- The admin pages (worker/dashboard). Lists are keyset-paged newest first ($n::bigint IS
+-- NULL OR id < $n) and filtered by "$n IS NULL OR column = $n": each page reads in one
+-- read-only transaction planned per call (dashboard_read_settings), so a filter's value is
+-- a constant the planner can match against the partial indexes of schema/0005_dashboard.sql.
+-- test_dashboard_routes.py checks each list's plan on a table of rows.
+
+-- name: dashboard_read_settings
+-- For the rest of the page's transaction: a time limit ($1, such as '10s'), and custom
+-- plans (a generic plan of the optional filters below could not use a partial index).
+SELECT set_config('statement_timeout', $1, true),
+       set_config('plan_cache_mode', 'force_custom_plan', true);
+
+-- name: dashboard_status_counts
+-- Exact counts of the states with a partial index (pending: the claim index), and the
+-- table's size as the planner last measured it (-1: never analyzed). Succeeded jobs, most
+-- of a large table, are counted exactly only while it is small (dashboard_succeeded_count).
+SELECT (SELECT count(*) FROM job_queue WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM job_queue WHERE status = 'running') AS running,
+       (SELECT count(*) FROM job_queue WHERE status = 'failed') AS failed,
+       (SELECT count(*) FROM job_queue WHERE status = 'cancelled') AS cancelled,
+       (SELECT c.reltuples::bigint FROM pg_class c
+         WHERE c.oid = 'job_queue'::regclass) AS estimated_rows;
+
+-- name: dashboard_succeeded_count
+-- A full scan: only for a small table (the overview shows an estimate otherwise).
+SELECT count(*) AS jobs FROM job_queue WHERE status = 'succeeded';
+
+-- name: dashboard_live_breakdown
+-- Pending, running and failed jobs by queue and task type, each branch read through its
+-- partial index; for pending also the age of the oldest due job.
+SELECT queue, task_type, 'pending' AS status, count(*) AS jobs,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8
+         AS oldest_due_age_s
+  FROM job_queue
+ WHERE status = 'pending'
+ GROUP BY queue, task_type
+UNION ALL
+SELECT queue, task_type, 'running', count(*), NULL
+  FROM job_queue
+ WHERE status = 'running'
+ GROUP BY queue, task_type
+UNION ALL
+SELECT queue, task_type, 'failed', count(*), NULL
+  FROM job_queue
+ WHERE status = 'failed'
+ GROUP BY queue, task_type
+ ORDER BY 1, 2, 3;
+
+-- name: dashboard_throughput
+-- Finished attempts since $1 in buckets of $2 ('minute' or 'hour', UTC): succeeded, and
+-- failed (failed for good, retried or rescued). job_runs rows are written when an attempt
+-- ends, so every row is a finished run; the BRIN index on started_at finds the recent pages.
+SELECT date_trunc($2, started_at, 'UTC') AS bucket,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status IN ('failed', 'retry', 'rescued')) AS failed
+  FROM job_runs
+ WHERE started_at >= $1
+ GROUP BY 1
+ ORDER BY 1;
+
+-- name: dashboard_jobs
+-- The job list: $1 status, $2 queue, $3 task type, $4 text in last_error (case-insensitive,
+-- not a pattern), $5 keyset (ids below it), $6 page size.
+SELECT id, queue, task_type, status, priority, attempts, max_attempts, run_type, run_at,
+       created_at, finished_at, left(last_error, 160) AS error_excerpt
+  FROM job_queue
+ WHERE ($1::text IS NULL OR status = $1)
+   AND ($2::text IS NULL OR queue = $2)
+   AND ($3::text IS NULL OR task_type = $3)
+   AND ($4::text IS NULL
+        OR (last_error IS NOT NULL AND strpos(lower(last_error), lower($4)) > 0))
+   AND ($5::bigint IS NULL OR id < $5)
+ ORDER BY id DESC
+ LIMIT $6;
+
+-- name: dashboard_job_runs
+-- A job's attempts, newest first (job_runs_job_idx).
+SELECT id, status, reason, attempt, run_type, started_at, finished_at, duration_ms,
+       worker_id, user_id, rows_affected, notes, error
+  FROM job_runs
+ WHERE job_id = $1
+ ORDER BY id DESC
+ LIMIT $2;
+
+-- name: dashboard_runs
+-- The runs list: $1 status, $2 run type, $3 keyset, $4 page size. For a manual run, the
+-- dashboard user who started it (its audit row, by target).
+SELECT r.id, r.job_id, r.job_key, r.queue, r.run_type, r.status, r.reason, r.attempt,
+       r.started_at, r.duration_ms, r.user_id, r.worker_id, r.schedule_name,
+       left(r.error, 160) AS error_excerpt, a.actor
+  FROM job_runs r
+  LEFT JOIN LATERAL (
+    SELECT x.actor
+      FROM job_admin_audit x
+     WHERE r.run_type = 'manual'
+       AND x.target = 'job:' || r.job_id
+       AND x.action = 'schedule_run_now'
+     ORDER BY x.id DESC
+     LIMIT 1) a ON true
+ WHERE ($1::text IS NULL OR r.status = $1)
+   AND ($2::text IS NULL OR r.run_type = $2)
+   AND ($3::bigint IS NULL OR r.id < $3)
+ ORDER BY r.id DESC
+ LIMIT $4;
+
+-- name: dashboard_audit_entries
+-- Audit rows about one target ('job:42', 'schedule:x'), newest first; $2 rows.
+SELECT id, at, actor, action, detail, remote_addr
+  FROM job_admin_audit
+ WHERE target = $1
+ ORDER BY id DESC
+ LIMIT $2;
+
+-- name: dashboard_recent_audit
+SELECT id, at, actor, action, target, remote_addr
+  FROM job_admin_audit
+ ORDER BY id DESC
+ LIMIT $1;
+
+-- name: dashboard_schedule
+SELECT * FROM job_schedules WHERE name = $1;
+
+-- name: dashboard_schedule_jobs
+-- A schedule's jobs, newest first (job_queue_schedule_idx): $2 keyset, $3 page size.
+SELECT id, status, attempts, run_type, run_at, created_at, finished_at,
+       left(last_error, 160) AS error_excerpt
+  FROM job_queue
+ WHERE schedule_name = $1
+   AND ($2::bigint IS NULL OR id < $2)
+ ORDER BY id DESC
+ LIMIT $3;
+
+-- name: dashboard_schedule_last_tick
+-- The newest job the scheduler enqueued for schedule $1 (job_queue_schedule_idx, newest
+-- first), or none if it never ran. Its tick is in its dedupe key (scheduler.dedupe_key):
+-- run_at is the tick only until a retry moves it. job_schedules.last_tick_at is not the
+-- last tick: creating, re-timing or resuming a schedule moves it to that moment.
+SELECT id, run_at, dedupe_key
+  FROM job_queue
+ WHERE schedule_name = $1 AND run_type = 'cron'
+ ORDER BY id DESC
+ LIMIT 1;
+
+-- name: dashboard_audit
+INSERT INTO job_admin_audit (actor, action, target, detail, remote_addr)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id;
+
+-- name: dashboard_retry_job
+-- A failed or cancelled job back to pending, due now, with one more attempt than it has
+-- used (so attempt numbers in job_runs stay unique); last_error stays for the record. A
+-- live job holding the same dedupe key wins: nothing changes.
+WITH old AS (
+  SELECT j.id, j.status
+    FROM job_queue j
+   WHERE j.id = $1
+     AND j.status IN ('failed', 'cancelled')
+     AND NOT EXISTS (SELECT 1 FROM job_queue d
+                      WHERE d.dedupe_key = j.dedupe_key AND d.status IN ('pending', 'running'))
+     FOR UPDATE OF j
+)
+UPDATE job_queue j
+   SET status = 'pending',
+       run_at = now(),
+       max_attempts = greatest(coalesce(j.max_attempts, j.attempts), j.attempts + 1),
+       finished_at = NULL,
+       locked_by = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+  FROM old
+ WHERE j.id = old.id
+RETURNING j.id, old.status AS previous_status, j.attempts, j.max_attempts;
+
+-- name: dashboard_cancel_job
+-- Cancel a pending or running job. A running attempt is closed with a 'cancelled' job_runs
+-- row ($2: who); its worker's own outcome is then discarded by finish_and_claim's guard
+-- (status = 'running'), and its heartbeat stops the handler (extend_leases finds the row
+-- no longer running).
+WITH old AS (
+  SELECT id, status, attempts, locked_by, started_at
+    FROM job_queue
+   WHERE id = $1 AND status IN ('pending', 'running')
+     FOR UPDATE
+), cancelled AS (
+  UPDATE job_queue j
+     SET status = 'cancelled',
+         finished_at = now(),
+         locked_by = NULL,
+         lease_expires_at = NULL,
+         updated_at = now()
+    FROM old
+   WHERE j.id = old.id
+  RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name
+), closed AS (
+  INSERT INTO job_runs (job_id, job_key, queue, run_type, status, reason, attempt, error,
+                        user_id, worker_id, schedule_name, started_at, finished_at,
+                        duration_ms)
+  SELECT c.id, c.task_type, c.queue, c.run_type, 'cancelled', 'cancelled_by_admin',
+         o.attempts, 'cancelled from the dashboard by ' || $2, c.requested_by, o.locked_by,
+         c.schedule_name, coalesce(o.started_at, now()), now(),
+         least(greatest(0, extract(epoch FROM now() - coalesce(o.started_at, now())) * 1000),
+               2147483647)::int
+    FROM cancelled c
+    JOIN old o ON o.id = c.id
+   WHERE o.status = 'running'
+  RETURNING job_id
+)
+SELECT c.id, o.status AS previous_status, (SELECT count(*) FROM closed) AS runs_closed
+  FROM cancelled c
+  JOIN old o ON o.id = c.id;
+
+-- name: dashboard_run_job_now
+-- A pending job due now (it keeps its place among due jobs by priority).
+WITH old AS (
+  SELECT id, run_at FROM job_queue WHERE id = $1 AND status = 'pending' FOR UPDATE
+)
+UPDATE job_queue j
+   SET run_at = least(j.run_at, now()), updated_at = now()
+  FROM old
+ WHERE j.id = old.id
+RETURNING j.id, old.run_at AS previous_run_at;
+
+-- name: dashboard_run_schedule_now
+-- One manual run of a schedule, now (whatever its timing; paused or not).
+INSERT INTO job_queue (task_type, payload, queue, priority, max_attempts, run_type,
+                       schedule_name)
+SELECT s.task_type, s.payload, s.queue, s.priority, s.max_attempts, 'manual', s.name
+  FROM job_schedules s
+ WHERE s.name = $1
+RETURNING id, schedule_name;
+
+-- name: dashboard_retime_schedule
+SELECT * FROM job_schedule_retime($1, $2, $3);

@@ -18,6 +18,7 @@ from worker import (
     embedded,
     errors,
     executor,
+    http,
     maintenance,
     migrations,
     observability,
@@ -26,6 +27,7 @@ from worker import (
 )
 from worker.clock import SystemClock
 from worker.config import Settings
+from worker.dashboard import app as dashboard
 from worker.registry import REGISTRY, Registry
 
 log = structlog.get_logger("worker.service")
@@ -66,7 +68,10 @@ def _log_unreachable(state: tenacity.RetryCallState) -> None:
 async def _connect(settings: Settings, dsn: str, pool_size: int) -> store.Store:
     """Connect, retrying with backoff while the server is starting or unreachable."""
     retrying = tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception_type(store.CONNECTION_ERRORS),
+        # A malformed URL (asyncpg raises ValueError, ClientConfigurationError among them,
+        # though that is also an InterfaceError) is not retried: no wait will mend it.
+        retry=tenacity.retry_if_exception_type(store.CONNECTION_ERRORS)
+        & tenacity.retry_if_not_exception_type(ValueError),
         wait=tenacity.wait_exponential(multiplier=0.2, max=5),
         stop=tenacity.stop_after_delay(settings.connect_timeout_s),
         before_sleep=_log_unreachable,
@@ -81,6 +86,9 @@ async def _connect(settings: Settings, dsn: str, pool_size: int) -> store.Store:
                     max_size=pool_size,
                     statement_cache_size=0 if settings.pooler_mode else 100,
                 )
+    except ValueError as exc:
+        problem = observability.Scrubber.from_settings(settings).scrub_text(executor.describe(exc))
+        raise errors.ConfigError(f"DATABASE_URL: cannot use it: {problem}") from None
     except _CONNECT_ERRORS as exc:
         raise errors.DatabaseUnavailable(
             f"DATABASE_URL: cannot connect: {executor.describe(exc)}"
@@ -150,7 +158,10 @@ def _observed(
     """Metrics, /health and Sentry belong to the daemon; a --once run prints its summary."""
     if once:
         return contextlib.nullcontext()
-    return observability.running(settings, db)
+    mounts: dict[str, http.Handler] = {}
+    if settings.dashboard_users is not None:
+        mounts[dashboard.PREFIX] = dashboard.Dashboard(settings, db)
+    return observability.running(settings, db, mounts=mounts)
 
 
 def _start_maintenance(
@@ -400,3 +411,34 @@ async def schedule_history(settings: Settings, name: str, limit: int) -> list[di
     """The newest job_runs rows of a schedule's jobs, newest first."""
     async with database(settings) as db:
         return [dict(row) for row in await db.schedule_history(name, limit)]
+
+
+# -- dashboard ----------------------------------------------------------------------------
+
+
+async def serve_dashboard(settings: Settings, *, host: str, port: int) -> None:
+    """Serve the dashboard (and /health) alone until SIGTERM/SIGINT; no job runs here."""
+    if settings.dashboard_users is None:
+        raise errors.ConfigError(
+            "WORKER_DASHBOARD_USERS: not set; the dashboard needs at least one name:password "
+            "login (passwords of 12+ characters)"
+        )
+    async with database(settings) as db:
+        router = http.Router()
+        router.get("/health", dashboard.health(db))
+        router.mount(dashboard.PREFIX, dashboard.Dashboard(settings, db))
+        server = http.HttpServer(router, host=host, port=port)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise errors.ConfigError(
+                f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
+        log.info("dashboard_listening", host=host, port=server.port, path="/dashboard/")
+        try:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("signal_received", signal=signal.Signals(signum).name)
+                    break
+        finally:
+            await server.close()

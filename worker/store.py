@@ -99,11 +99,43 @@ class ScheduleDef:
     source: str
 
 
+class UndecodableJson:
+    """Stands in for a jsonb value Python's json module cannot rebuild: PostgreSQL stores
+    thousands of nesting levels and numbers of thousands of digits, json.loads gives up near
+    the recursion limit and at 4300 digits. Raising instead would fail the whole fetch: a
+    claim would strand every job it took."""
+
+    __slots__ = ("chars", "problem")
+
+    def __init__(self, chars: int, problem: str) -> None:
+        self.chars = chars
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"JSON of {self.chars} characters that Python cannot decode: {self.problem}"
+
+    def __repr__(self) -> str:
+        return f"<{self}>"
+
+
 def _encode_json(value: Any) -> str:
-    text = json.dumps(value, default=str, separators=(",", ":"))
-    if "\\u0000" in text:  # jsonb refuses NUL characters: replace them rather than fail
-        text = json.dumps(_without_nul(json.loads(text)), separators=(",", ":"))
+    try:
+        text = json.dumps(value, default=str, separators=(",", ":"))
+        if "\\u0000" in text:  # jsonb refuses NUL characters: replace them rather than fail
+            text = json.dumps(_without_nul(json.loads(text)), separators=(",", ":"))
+    except RecursionError:
+        # A refusal of this value, like a circular reference, not a crash of the caller.
+        raise ValueError("JSON value nested too deeply to encode") from None
     return text
+
+
+def _decode_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return UndecodableJson(len(text), "nested too deeply")
+    except ValueError as exc:  # jsonb is valid JSON: only Python's int digit limit is left
+        return UndecodableJson(len(text), str(exc))
 
 
 def _without_nul(value: Any) -> Any:
@@ -119,7 +151,7 @@ def _without_nul(value: Any) -> Any:
 async def init_connection(conn: asyncpg.Connection) -> None:
     """jsonb in and out as Python objects on every connection."""
     await conn.set_type_codec(
-        "jsonb", schema="pg_catalog", encoder=_encode_json, decoder=json.loads, format="text"
+        "jsonb", schema="pg_catalog", encoder=_encode_json, decoder=_decode_json, format="text"
     )
 
 
@@ -195,6 +227,16 @@ class Store:
         """Apply those not yet applied, all in one transaction under an advisory lock, so two
         processes migrating at once apply each migration once. Returns what was applied.
         All of `migrations` belong to one set."""
+        try:
+            return await self._apply_migrations(migrations)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            # The worker's least-privilege role (README.md, "Access control") lands here.
+            raise errors.MigrationError(
+                f"cannot migrate as this database role: {exc}; run `python -m worker migrate` "
+                "with the DATABASE_URL of the role that owns the schema"
+            ) from None
+
+    async def _apply_migrations(self, migrations: Sequence[Migration]) -> list[Migration]:
         applied: list[Migration] = []
         sets = {m.migration_set for m in migrations}
         if len(sets) > 1:
@@ -479,6 +521,129 @@ class Store:
     async def schedule_history(self, name: str, limit: int) -> list[Record]:
         return await self.pool.fetch(QUERIES["schedule_history"], name, limit)
 
+    # -- dashboard -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def dashboard_reads(self, *, statement_timeout_s: float) -> AsyncIterator[Reads]:
+        """One page's reads: a read-only transaction, bounded in time, planned per call."""
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            timeout = f"{max(1, round(statement_timeout_s * 1000))}ms"
+            await conn.execute(QUERIES["dashboard_read_settings"], timeout)
+            yield Reads(conn)
+
+    async def dashboard_audit(
+        self, actor: Actor, action: str, target: str, detail: dict[str, Any] | None = None
+    ) -> None:
+        """An audit row for an event with no change of its own (login, logout)."""
+        await self.pool.execute(
+            QUERIES["dashboard_audit"], actor.name, action, target, detail, actor.remote_addr
+        )
+
+    async def dashboard_retry_job(self, actor: Actor, job_id: int) -> Record | None:
+        return await self._admin_action(
+            actor, "job_retry", _job_target, "dashboard_retry_job", job_id
+        )
+
+    async def dashboard_cancel_job(self, actor: Actor, job_id: int) -> Record | None:
+        return await self._admin_action(
+            actor, "job_cancel", _job_target, "dashboard_cancel_job", job_id, actor.name
+        )
+
+    async def dashboard_run_job_now(self, actor: Actor, job_id: int) -> Record | None:
+        return await self._admin_action(
+            actor, "job_run_now", _job_target, "dashboard_run_job_now", job_id
+        )
+
+    async def dashboard_run_schedule_now(self, actor: Actor, name: str) -> Record | None:
+        """The new job (None: no such schedule); audited under its job id."""
+        return await self._admin_action(
+            actor, "schedule_run_now", _job_target, "dashboard_run_schedule_now", name
+        )
+
+    async def dashboard_pause_queue(
+        self, actor: Actor, queue: str, reason: str | None
+    ) -> Record | None:
+        return await self._admin_action(
+            actor, "queue_pause", _queue_target(queue), "pause_queue", queue, reason
+        )
+
+    async def dashboard_resume_queue(self, actor: Actor, queue: str) -> Record | None:
+        return await self._admin_action(
+            actor, "queue_resume", _queue_target(queue), "resume_queue", queue
+        )
+
+    async def dashboard_create_schedule(self, actor: Actor, schedule: ScheduleDef) -> Record:
+        """ScheduleError when it is invalid or the name is taken."""
+        row = await self._admin_action(
+            actor,
+            "schedule_create",
+            _schedule_target,
+            "create_schedule",
+            schedule.name,
+            schedule.cron,
+            schedule.task_type,
+            schedule.payload,
+            schedule.timezone,
+            schedule.queue,
+            schedule.priority,
+            schedule.max_attempts,
+            schedule.missed,
+            schedule.active,
+        )
+        assert row is not None
+        return row
+
+    async def dashboard_toggle_schedule(
+        self, actor: Actor, name: str, active: bool
+    ) -> Record | None:
+        action = "schedule_resume" if active else "schedule_pause"
+        return await self._admin_action(
+            actor, action, _schedule_target, "toggle_schedule", name, active
+        )
+
+    async def dashboard_retime_schedule(
+        self, actor: Actor, name: str, cron: str, timezone: str
+    ) -> Record | None:
+        """None: no such schedule; ScheduleError: the cron or timezone is refused."""
+        return await self._admin_action(
+            actor,
+            "schedule_retime",
+            _schedule_target,
+            "dashboard_retime_schedule",
+            name,
+            cron,
+            timezone,
+        )
+
+    async def _admin_action(
+        self,
+        actor: Actor,
+        action: str,
+        target: Callable[[Record], str],
+        query: str,
+        *args: Any,
+    ) -> Record | None:
+        """Run one guarded change and, when it changed something, its audit row, in one
+        transaction. None: nothing to change (wrong state, no such row); a refused value
+        raises ScheduleError with the database's one-line message."""
+        async with _schedule_errors(), self.pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(QUERIES[query], *args)
+            except asyncpg.NoDataFoundError:
+                return None
+            if row is None or row[0] is False:
+                return None  # a guard matched no row, or a boolean function changed nothing
+            detail = {key: value for key, value in row.items() if key != "payload"}
+            await conn.execute(
+                QUERIES["dashboard_audit"],
+                actor.name,
+                action,
+                target(row),
+                detail,
+                actor.remote_addr,
+            )
+        return row
+
 
 @contextlib.asynccontextmanager
 async def _schedule_errors() -> AsyncIterator[None]:
@@ -491,3 +656,102 @@ async def _schedule_errors() -> AsyncIterator[None]:
         raise errors.ScheduleError(str(exc)) from None
     except asyncpg.NoDataFoundError as exc:
         raise errors.ScheduleError(str(exc)) from None
+
+
+# -- dashboard ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts from the dashboard (the audit row's actor and remote_addr)."""
+
+    name: str
+    remote_addr: str | None
+
+
+def _job_target(row: Record) -> str:
+    return f"job:{row['id']}"
+
+
+def _schedule_target(row: Record) -> str:
+    return f"schedule:{row['name']}"
+
+
+def _queue_target(queue: str) -> Callable[[Record], str]:
+    return lambda row: f"queue:{queue}"
+
+
+class Reads:
+    """The dashboard's queries on one connection, inside Store.dashboard_reads()."""
+
+    def __init__(self, conn: asyncpg.pool.PoolConnectionProxy[Record]) -> None:
+        self.conn = conn
+
+    async def status_counts(self) -> Record:
+        row = await self.conn.fetchrow(QUERIES["dashboard_status_counts"])
+        assert row is not None
+        return row
+
+    async def succeeded_count(self) -> int:
+        return int(await self.conn.fetchval(QUERIES["dashboard_succeeded_count"]))
+
+    async def live_breakdown(self) -> list[Record]:
+        return await self.conn.fetch(QUERIES["dashboard_live_breakdown"])
+
+    async def throughput(self, since: datetime, bucket: str) -> list[Record]:
+        return await self.conn.fetch(QUERIES["dashboard_throughput"], since, bucket)
+
+    async def paused_queues(self) -> list[Record]:
+        return await self.conn.fetch(QUERIES["paused_queues"])
+
+    async def recent_audit(self, limit: int) -> list[Record]:
+        return await self.conn.fetch(QUERIES["dashboard_recent_audit"], limit)
+
+    async def jobs(
+        self,
+        *,
+        status: str | None,
+        queue: str | None,
+        task_type: str | None,
+        text: str | None,
+        before: int | None,
+        limit: int,
+    ) -> list[Record]:
+        return await self.conn.fetch(
+            QUERIES["dashboard_jobs"], status, queue, task_type, text, before, limit
+        )
+
+    async def job(self, job_id: int) -> Record | None:
+        return await self.conn.fetchrow(QUERIES["get_job"], job_id)
+
+    async def job_runs(self, job_id: int, limit: int) -> list[Record]:
+        return await self.conn.fetch(QUERIES["dashboard_job_runs"], job_id, limit)
+
+    async def runs(
+        self, *, status: str | None, run_type: str | None, before: int | None, limit: int
+    ) -> list[Record]:
+        return await self.conn.fetch(QUERIES["dashboard_runs"], status, run_type, before, limit)
+
+    async def audit_entries(self, target: str, limit: int) -> list[Record]:
+        return await self.conn.fetch(QUERIES["dashboard_audit_entries"], target, limit)
+
+    async def schedules(self) -> list[Record]:
+        return await self.conn.fetch(QUERIES["list_schedules"])
+
+    async def schedule(self, name: str) -> Record | None:
+        return await self.conn.fetchrow(QUERIES["dashboard_schedule"], name)
+
+    async def schedule_jobs(self, name: str, *, before: int | None, limit: int) -> list[Record]:
+        return await self.conn.fetch(QUERIES["dashboard_schedule_jobs"], name, before, limit)
+
+    async def schedule_last_tick(self, name: str) -> Record | None:
+        return await self.conn.fetchrow(QUERIES["dashboard_schedule_last_tick"], name)
+
+    async def schedule_runs(self, name: str, limit: int) -> list[Record]:
+        return await self.conn.fetch(QUERIES["schedule_history"], name, limit)
+
+    async def now(self) -> datetime:
+        row = await self.conn.fetchrow(QUERIES["database_now"])
+        assert row is not None
+        now: datetime = row["now"]
+        return now

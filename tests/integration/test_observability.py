@@ -16,7 +16,8 @@ from tests.support import factories, handlers
 from tests.support.clock import FakeClock
 from tests.support.telemetry import parse_metrics
 from worker import dispatcher, errors, observability, store
-from worker.observability import Endpoints, HttpServer, Telemetry
+from worker.http import HttpServer
+from worker.observability import Endpoints, Telemetry
 
 
 @contextlib.asynccontextmanager

@@ -1,13 +1,10 @@
-"""Telemetry, exposition, Sentry scrubbing and the HTTP server, without a database."""
+"""Telemetry, exposition and Sentry scrubbing, without a database (the HTTP server: test_http)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 import sentry_sdk
 import structlog
@@ -16,12 +13,10 @@ from tests.support.clock import FakeClock
 from tests.support.telemetry import (
     outcome,
     parse_metrics,
-    raw_request,
     sentry_capture,
-    status_of,
 )
 from worker import config, observability
-from worker.observability import HttpServer, Response, Telemetry
+from worker.observability import Telemetry
 
 DB_PASSWORD = "S3cr3t/pw"  # percent-encoded in the URL below
 DATABASE_URL = "postgresql://app:S3cr3t%2Fpw@db.internal.example:5432/app"
@@ -200,96 +195,6 @@ def test_scrubber_patterns() -> None:
 
 def test_sentry_is_off_without_a_dsn() -> None:
     assert observability.init_sentry(settings(sentry_dsn=None)) is False
-
-
-# -- HTTP --------------------------------------------------------------------------------------
-
-
-async def _ok() -> Response:
-    return Response(200, b"fine\n")
-
-
-async def _broken() -> Response:
-    raise RuntimeError("bug")
-
-
-@contextlib.asynccontextmanager
-async def serving(**options: Any) -> AsyncIterator[HttpServer]:
-    server = HttpServer({"/ok": _ok, "/broken": _broken}, host="127.0.0.1", port=0, **options)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-async def get_status(server: HttpServer, path: str = "/ok") -> int:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
-        return (await client.get(path)).status_code
-
-
-async def test_routes_methods_and_errors() -> None:
-    async with (
-        serving() as server,
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client,
-    ):
-        ok = await client.get("/ok?verbose=1")
-        assert (ok.status_code, ok.text, ok.headers["connection"]) == (200, "fine\n", "close")
-        assert (await client.get("/nope")).status_code == 404
-        post = await client.post("/ok", content=b"x")
-        assert (post.status_code, post.headers["allow"]) == (405, "GET")
-        assert (await client.get("/broken")).status_code == 500
-
-
-@pytest.mark.parametrize(
-    "request_bytes",
-    [
-        b"GARBAGE\r\n\r\n",
-        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS hello
-        b"GET /ok HTTP/1.1\r\nno colon here\r\n\r\n",
-        b"GET /ok HTTP/1.1\r\n",  # cut short
-        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n",  # oversized request line
-        b"GET /ok HTTP/1.1\r\n" + b"X-Pad: " + b"p" * 9000 + b"\r\n\r\n",  # oversized headers
-    ],
-)
-async def test_bad_requests_get_400_and_the_server_keeps_serving(request_bytes: bytes) -> None:
-    async with serving() as server:
-        assert status_of(await raw_request(server.port, request_bytes)) == 400
-        assert await get_status(server) == 200
-
-
-async def test_a_silent_client_times_out_without_blocking_others() -> None:
-    async with serving(timeout_s=0.3) as server:
-        slow = asyncio.create_task(
-            raw_request(server.port, b"GET /ok HTTP/1.1\r\n", half_close=False)
-        )
-        assert await get_status(server) == 200  # served while the slow one is still open
-        assert status_of(await slow) == 408
-
-
-async def test_connections_beyond_the_limit_are_refused() -> None:
-    get = b"GET /ok HTTP/1.1\r\n\r\n"
-    async with serving(max_connections=2) as server:
-        held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
-        try:
-            # Accepted in order: the two held connections count before this third one.
-            assert status_of(await raw_request(server.port, get)) == 503
-            for reader, writer in held:  # the held ones are still served
-                writer.write(get)
-                writer.write_eof()
-                assert status_of(await reader.read()) == 200
-        finally:
-            for _, writer in held:
-                writer.close()
-        # Their slots are given back once they end.
-        await asyncio.wait_for(asyncio.gather(*server._connections), timeout=5)
-        assert await get_status(server) == 200
-
-
-async def test_a_probe_that_connects_and_leaves_is_harmless() -> None:
-    async with serving() as server:
-        assert await raw_request(server.port, b"") == b""
-        assert await get_status(server) == 200
 
 
 def test_a_job_the_rescuer_fails_for_good_is_counted_and_reported() -> None:

@@ -1,0 +1,216 @@
+"""How fast the dashboard's pages are on a large table.
+
+Creates a scratch database, migrates it, fills it with `--jobs` jobs in a realistic mix of
+states (mostly succeeded history, some pending at the head, a few failed and cancelled) and
+about as many job_runs rows spread over two weeks, then serves the dashboard in-process and
+times each page over HTTP: the median of `--repeat` requests after one warm-up. The scratch
+database is dropped at the end (unless --keep).
+
+    python bench/dashboard_pages.py --dsn postgresql://postgres@127.0.0.1:5432/postgres \\
+        --jobs 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from worker import config, http, migrations, store
+from worker.dashboard import app as dashboard
+
+PASSWORD = "bench-password-1"
+
+# Bench data only (the worker's own SQL lives in worker/queries.sql). $1 = jobs.
+FILL_JOBS = """
+INSERT INTO job_queue (queue, task_type, payload, status, priority, run_at, attempts,
+                       max_attempts, last_error, schedule_name, run_type, locked_by,
+                       lease_expires_at, created_at, started_at, finished_at)
+SELECT 'q' || (i % 5), 'task_' || (i % 12), jsonb_build_object('n', i),
+       s.status, 0,
+       CASE WHEN s.status = 'pending' AND i % 3 = 0 THEN now() + interval '1 hour'
+            ELSE t.at END,
+       CASE WHEN s.status = 'pending' THEN i % 2 ELSE 1 + (i % 3) END, 5,
+       CASE WHEN s.status = 'failed' THEN 'Timeout talking to provider (job ' || i || ')'
+            WHEN s.status = 'pending' AND i % 2 = 1 THEN 'HTTP 503 from upstream'
+       END,
+       CASE WHEN i % 100 = 0 THEN 'schedule_' || (i % 20) END,
+       CASE WHEN i % 100 = 0 THEN 'cron' WHEN i % 1000 = 1 THEN 'manual' ELSE 'queue' END,
+       CASE WHEN s.status = 'running' THEN 'bench-worker' END,
+       CASE WHEN s.status = 'running' THEN now() + interval '1 minute' END,
+       t.at, t.at, CASE WHEN s.status IN ('succeeded', 'failed', 'cancelled') THEN t.at END
+  FROM generate_series(1, $1::int) AS i
+ CROSS JOIN LATERAL (SELECT now() - make_interval(secs => ($1::int - i) * 1209600.0 / $1)
+                       AS at) t
+ CROSS JOIN LATERAL (SELECT CASE
+          WHEN i > $1::int * 0.97 THEN
+            CASE WHEN i % 50 = 0 THEN 'running' ELSE 'pending' END
+          WHEN i % 50 = 7 THEN 'failed'
+          WHEN i % 100 = 13 THEN 'cancelled'
+          ELSE 'succeeded' END AS status) s
+"""
+FILL_RUNS = """
+INSERT INTO job_runs (job_id, job_key, queue, run_type, status, reason, attempt, error,
+                      worker_id, schedule_name, started_at, finished_at, duration_ms)
+SELECT j.id, j.task_type, j.queue, j.run_type,
+       CASE j.status WHEN 'failed' THEN 'failed' WHEN 'cancelled' THEN 'cancelled'
+                     ELSE 'succeeded' END,
+       CASE j.status WHEN 'failed' THEN 'error' ELSE 'ok' END, j.attempts, j.last_error,
+       'bench-worker', j.schedule_name, j.started_at, j.started_at + interval '40 ms', 40
+  FROM job_queue j
+ WHERE j.status IN ('succeeded', 'failed', 'cancelled')
+ ORDER BY j.id
+"""
+FILL_SCHEDULES = """
+INSERT INTO job_schedules (name, cron, timezone, task_type, queue)
+SELECT 'schedule_' || i, (i % 60) || ' * * * *',
+       (ARRAY['UTC', 'Europe/London', 'America/New_York', 'Asia/Tokyo'])[1 + i % 4],
+       'task_' || (i % 12), 'q' || (i % 5)
+  FROM generate_series(0, 19) AS i
+"""
+FILL_AUDIT = """
+INSERT INTO job_admin_audit (actor, action, target, remote_addr)
+SELECT 'alice', 'job_retry', 'job:' || (i * 97), '10.0.0.1' FROM generate_series(1, 5000) AS i
+"""
+
+
+def with_database(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+async def fill(dsn: str, jobs: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for label, sql, args in [
+            ("jobs", FILL_JOBS, (jobs,)),
+            ("job_runs", FILL_RUNS, ()),
+            ("schedules", FILL_SCHEDULES, ()),
+            ("audit", FILL_AUDIT, ()),
+        ]:
+            t0 = time.perf_counter()
+            await conn.execute(sql, *args)
+            print(f"filled {label} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        t0 = time.perf_counter()
+        await conn.execute("VACUUM ANALYZE job_queue")
+        await conn.execute("VACUUM ANALYZE job_runs")
+        print(f"vacuum analyze in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        counts = await conn.fetch("SELECT status, count(*) FROM job_queue GROUP BY 1 ORDER BY 1")
+        runs = await conn.fetchval("SELECT count(*) FROM job_runs")
+        mix = ", ".join(f"{row['status']} {row['count']}" for row in counts)
+        print(f"job_queue: {mix}; job_runs: {runs}", file=sys.stderr)
+    finally:
+        await conn.close()
+
+
+async def pages(db: store.Store) -> list[tuple[str, str]]:
+    """(label, path) of each page to time, with ids taken from the data."""
+    row = await db.pool.fetchrow(
+        "SELECT (SELECT max(id) FROM job_queue) AS top,"
+        " (SELECT max(id) FROM job_queue WHERE status = 'failed') AS failed"
+    )
+    assert row is not None
+    middle = row["top"] // 2
+    return [
+        ("overview", "/dashboard/"),
+        ("jobs (newest)", "/dashboard/jobs"),
+        ("jobs page deep in history", f"/dashboard/jobs?before={middle}"),
+        ("jobs status=pending", "/dashboard/jobs?status=pending"),
+        ("jobs status=running", "/dashboard/jobs?status=running"),
+        ("jobs status=succeeded", "/dashboard/jobs?status=succeeded"),
+        ("jobs status=failed", "/dashboard/jobs?status=failed"),
+        ("jobs status=cancelled&queue=q3", "/dashboard/jobs?status=cancelled&queue=q3"),
+        ("jobs queue=q3", "/dashboard/jobs?queue=q3"),
+        ("jobs task_type=task_5", "/dashboard/jobs?task_type=task_5"),
+        ("jobs q=timeout", "/dashboard/jobs?q=timeout"),
+        ("jobs q=<no match>", "/dashboard/jobs?q=no-such-text"),
+        ("jobs queue=<empty queue>", "/dashboard/jobs?queue=nobody"),
+        ("job detail", f"/dashboard/jobs/{row['failed']}"),
+        ("schedules", "/dashboard/schedules"),
+        ("schedule detail", "/dashboard/schedules/schedule_0"),
+        ("runs", "/dashboard/runs"),
+        ("runs status=failed", "/dashboard/runs?status=failed"),
+        ("runs run_type=manual", "/dashboard/runs?run_type=manual"),
+        ("runs run_type=cron", "/dashboard/runs?run_type=cron"),
+    ]
+
+
+async def time_pages(dsn: str, repeat: int) -> list[tuple[str, str, int, float, int]]:
+    settings = config.load(
+        database_url=dsn, dashboard_users=f"bench:{PASSWORD}", handler_modules=[]
+    )
+    db = await store.connect(dsn, max_size=4)
+    router = http.Router()
+    router.mount(dashboard.PREFIX, dashboard.Dashboard(settings, db, statement_timeout_s=60))
+    server = http.HttpServer(router, host="127.0.0.1", port=0, timeout_s=120)
+    await server.start()
+    results: list[tuple[str, str, int, float, int]] = []
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+            login = await client.post(
+                "/dashboard/login", data={"user": "bench", "password": PASSWORD}
+            )
+            assert login.status_code == 303, login.text
+            for label, path in await pages(db):
+                status, times_ms = 0, []
+                for _ in range(repeat + 1):  # the first is a warm-up
+                    t0 = time.perf_counter()
+                    response = await client.get(path)
+                    times_ms.append((time.perf_counter() - t0) * 1000)
+                    status = response.status_code
+                rows = len(re.findall(r"<tr data-(?:job-id|run-id|schedule)=", response.text))
+                results.append((label, path, status, statistics.median(times_ms[1:]), rows))
+    finally:
+        await server.close()
+        await db.close()
+    return results
+
+
+async def main(args: argparse.Namespace) -> None:
+    name = f"dashboard_bench_{os.getpid()}"
+    admin = await asyncpg.connect(args.dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = with_database(args.dsn, name)
+    try:
+        db = await store.connect(dsn, max_size=2)
+        try:
+            await migrations.migrate(db)
+        finally:
+            await db.close()
+        await fill(dsn, args.jobs)
+        results = await time_pages(dsn, args.repeat)
+        print(f"\n{args.jobs} jobs; median of {args.repeat} requests per page\n")
+        print(f"| {'page':<34} | status | rows | median ms |")
+        print(f"| {'-' * 34} | ------ | ---- | --------: |")
+        for label, _path, status, median_ms, rows in results:
+            print(f"| {label:<34} | {status:>6} | {rows:>4} | {median_ms:>9.1f} |")
+    finally:
+        if not args.keep:
+            admin = await asyncpg.connect(args.dsn)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", required=True, help="admin DSN; a scratch database is created")
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5, help="timed requests per page")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,272 @@
+"""The dashboard's pages (GET): read in one read-only transaction each, never change state."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from worker import errors, http, scheduler, store
+from worker.dashboard import render
+from worker.dashboard.view import (
+    JOB_STATUSES,
+    PAGE_SIZE,
+    RUN_STATUSES,
+    RUN_TYPES,
+    Flash,
+    View,
+    before,
+    choice,
+    name,
+    task_type,
+    text,
+)
+
+# Below this many rows (as the planner last counted them) succeeded jobs are counted
+# exactly; above it the overview shows an estimate, because counting them reads the table.
+EXACT_COUNT_MAX_ROWS = 200_000
+_RECENT_AUDIT = 10
+
+
+async def overview(view: View) -> http.Response:
+    now = view.app.clock.now()
+    hour_start = now - timedelta(minutes=59)
+    day_start = now - timedelta(hours=23)
+    async with view.reads() as reads:
+        counts = await reads.status_counts()
+        estimated_rows = int(counts["estimated_rows"])
+        live = {status: int(counts[status]) for status in ("pending", "running", "failed")}
+        live["cancelled"] = int(counts["cancelled"])
+        exact = estimated_rows < EXACT_COUNT_MAX_ROWS
+        if exact:
+            live["succeeded"] = await reads.succeeded_count()
+        else:
+            live["succeeded"] = max(0, estimated_rows - sum(live.values()))
+        breakdown = await reads.live_breakdown()
+        minutes = await reads.throughput(hour_start.replace(second=0, microsecond=0), "minute")
+        hours = await reads.throughput(day_start.replace(minute=0, second=0, microsecond=0), "hour")
+        paused = await reads.paused_queues()
+        audit = await reads.recent_audit(_RECENT_AUDIT)
+    by_queue, by_task, oldest_due_s = _group(breakdown)
+    return view.page(
+        "overview.html",
+        counts=live,
+        succeeded_exact=exact,
+        by_queue=by_queue,
+        by_task=by_task,
+        oldest_due_s=oldest_due_s,
+        hour_chart=render.bar_chart(
+            _buckets(minutes), end=now, step=timedelta(minutes=1), buckets=60, label_format="%H:%M"
+        ),
+        day_chart=render.bar_chart(
+            _buckets(hours), end=now, step=timedelta(hours=1), buckets=24, label_format="%d %H:00"
+        ),
+        paused=paused,
+        audit=audit,
+    )
+
+
+def _group(
+    rows: list[store.Record],
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]], float | None]:
+    by_queue: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_LIVE, 0))
+    by_task: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_LIVE, 0))
+    oldest: float | None = None
+    for row in rows:
+        by_queue[row["queue"]][row["status"]] += row["jobs"]
+        by_task[row["task_type"]][row["status"]] += row["jobs"]
+        age_s = row["oldest_due_age_s"]
+        if age_s is not None and (oldest is None or age_s > oldest):
+            oldest = age_s
+    return dict(sorted(by_queue.items())), dict(sorted(by_task.items())), oldest
+
+
+_LIVE = ("pending", "running", "failed")
+
+
+def _buckets(rows: list[store.Record]) -> dict[datetime, tuple[int, int]]:
+    return {row["bucket"]: (int(row["succeeded"]), int(row["failed"])) for row in rows}
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+async def jobs(view: View) -> http.Response:
+    query = view.request.query
+    filters = {
+        "status": choice(query, "status", JOB_STATUSES),
+        "queue": name(query, "queue"),
+        "task_type": task_type(query, "task_type"),
+        "q": text(query, "q") or None,
+    }
+    cursor = before(query)
+    async with view.reads() as reads:
+        rows = await reads.jobs(
+            status=filters["status"],
+            queue=filters["queue"],
+            task_type=filters["task_type"],
+            text=filters["q"],
+            before=cursor,
+            limit=PAGE_SIZE + 1,
+        )
+    return view.page(
+        "jobs.html",
+        jobs=rows[:PAGE_SIZE],
+        filters={key: value or "" for key, value in filters.items()},
+        statuses=JOB_STATUSES,
+        next_url=_next_url("/dashboard/jobs", filters, rows),
+        first_url=_next_url("/dashboard/jobs", filters, None) if cursor else None,
+    )
+
+
+def _next_url(path: str, filters: dict[str, str | None], rows: list[store.Record] | None) -> str:
+    """The link to the next page (rows beyond PAGE_SIZE exist), or to the first (rows None)."""
+    params = {key: value for key, value in filters.items() if value}
+    if rows is not None:
+        if len(rows) <= PAGE_SIZE:
+            return ""
+        params["before"] = str(rows[PAGE_SIZE - 1]["id"])
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+async def job(view: View, *, status: int = 200, flash: Flash | None = None) -> http.Response:
+    job_id = view.request.int_param("id")
+    async with view.reads() as reads:
+        row = await reads.job(job_id)
+        if row is None:
+            return not_found(view, f"There is no job {job_id}.")
+        runs = await reads.job_runs(job_id, 200)
+        audit = await reads.audit_entries(f"job:{job_id}", 50)
+    return view.page(
+        "job.html",
+        status=status,
+        flash=flash,
+        job=row,
+        runs=runs,
+        audit=audit,
+        can_retry=row["status"] in ("failed", "cancelled"),
+        can_cancel=row["status"] in ("pending", "running"),
+        can_run_now=row["status"] == "pending",
+    )
+
+
+def not_found(view: View, message: str) -> http.Response:
+    return view.page("error.html", status=404, title="Not found", message=message)
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+
+async def schedules(
+    view: View,
+    *,
+    status: int = 200,
+    flash: Flash | None = None,
+    form: dict[str, str] | None = None,
+) -> http.Response:
+    now = view.app.clock.now()
+    async with view.reads() as reads:
+        rows = await reads.schedules()
+    return view.page(
+        "schedules.html",
+        status=status,
+        flash=flash,
+        schedules=[_with_next_run(row, now) for row in rows],
+        form=form or {"timezone": "UTC", "queue": "default", "payload": "{}"},
+    )
+
+
+def _with_next_run(row: store.Record, now: datetime) -> dict[str, Any]:
+    """A schedule row plus `next_run`: the stored next tick, or (when a scheduler has not
+    computed it yet: new, re-timed or resumed) the next tick from now."""
+    schedule = dict(row)
+    next_run = schedule["next_tick_at"]
+    if next_run is None and schedule["active"]:
+        try:
+            after = max(now, schedule["last_tick_at"] or now)
+            next_run = scheduler.next_tick(schedule["cron"], schedule["timezone"], after)
+        except errors.ScheduleError:
+            next_run = None
+    schedule["next_run"] = next_run if schedule["active"] else None
+    return schedule
+
+
+async def schedule(
+    view: View,
+    *,
+    status: int = 200,
+    flash: Flash | None = None,
+    form: dict[str, str] | None = None,
+) -> http.Response:
+    schedule_name = view.request.str_param("name")
+    cursor = before(view.request.query)
+    now = view.app.clock.now()
+    async with view.reads() as reads:
+        row = await reads.schedule(schedule_name)
+        if row is None:
+            return not_found(view, f"There is no schedule named {schedule_name!r}.")
+        jobs_rows = await reads.schedule_jobs(schedule_name, before=cursor, limit=PAGE_SIZE + 1)
+        runs = await reads.schedule_runs(schedule_name, PAGE_SIZE)
+        last = await reads.schedule_last_tick(schedule_name)
+        audit = await reads.audit_entries(f"schedule:{schedule_name}", 20)
+    path = f"/dashboard/schedules/{schedule_name}"
+    return view.page(
+        "schedule.html",
+        status=status,
+        flash=flash,
+        schedule=_with_next_run(row, now),
+        last_tick=_last_tick(schedule_name, last),
+        jobs=jobs_rows[:PAGE_SIZE],
+        runs=runs,
+        audit=audit,
+        next_url=_next_url(path, {}, jobs_rows),
+        form=form or {"cron": row["cron"], "timezone": row["timezone"]},
+    )
+
+
+def _last_tick(schedule_name: str, row: store.Record | None) -> dict[str, Any] | None:
+    """The newest tick the scheduler enqueued (row: dashboard_schedule_last_tick) and its job,
+    or None: the schedule never ran."""
+    if row is None:
+        return None
+    tick: datetime = row["run_at"]
+    key = row["dedupe_key"] or ""
+    prefix = f"schedule:{schedule_name}:"
+    if key.startswith(prefix):
+        with contextlib.suppress(ValueError):
+            parsed = datetime.strptime(key.removeprefix(prefix), "%Y-%m-%dT%H:%M:%SZ")
+            parsed = parsed.replace(tzinfo=UTC)
+            # Only a key written by scheduler.dedupe_key itself names the tick.
+            if scheduler.dedupe_key(schedule_name, parsed) == key:
+                tick = parsed
+    return {"tick": tick, "job_id": row["id"]}
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+async def runs(view: View) -> http.Response:
+    query = view.request.query
+    filters = {
+        "status": choice(query, "status", RUN_STATUSES),
+        "run_type": choice(query, "run_type", RUN_TYPES),
+    }
+    cursor = before(query)
+    async with view.reads() as reads:
+        rows = await reads.runs(
+            status=filters["status"],
+            run_type=filters["run_type"],
+            before=cursor,
+            limit=PAGE_SIZE + 1,
+        )
+    return view.page(
+        "runs.html",
+        runs=rows[:PAGE_SIZE],
+        filters={key: value or "" for key, value in filters.items()},
+        statuses=RUN_STATUSES,
+        run_types=RUN_TYPES,
+        next_url=_next_url("/dashboard/runs", filters, rows),
+        first_url=_next_url("/dashboard/runs", filters, None) if cursor else None,
+    )
