@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -271,7 +272,22 @@ class Dispatcher:
 
     def _start(self, job: executor.Job) -> None:
         self._flushed.clear()
-        self._inflight[job.id] = (job, asyncio.create_task(self._run_job(job)))
+        task = asyncio.create_task(self._run_job(job))
+        task.add_done_callback(functools.partial(self._cancelled_before_start, job))
+        self._inflight[job.id] = (job, task)
+
+    def _cancelled_before_start(self, job: executor.Job, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never runs `_run_job` at all, so nothing
+        took the job out of `_inflight`: its slot stayed busy, shutdown waited for it
+        forever and the heartbeat kept its lease alive (seen in the chaos soak). Give its
+        attempt back, as for any job cancelled at shutdown."""
+        entry = self._inflight.get(job.id)
+        if not task.cancelled() or entry is None or entry[1] is not task:
+            return
+        del self._inflight[job.id]
+        verdict = executor.Verdict("cancelled", "shutdown", "worker shut down before the job ran")
+        self._finished.append(executor.Outcome(job, verdict, None, self.clock.now(), 0))
+        self._wake_flusher.set()
 
     async def _run_job(self, job: executor.Job) -> None:
         handler = self.registry.get(job.task_type)
@@ -424,9 +440,20 @@ class Dispatcher:
     # -- shutdown -------------------------------------------------------------------------
 
     async def _drain_in_flight(self) -> None:
-        """Let running jobs finish within the grace period, then cancel the rest."""
-        if self._inflight:
-            await asyncio.wait(self._running_tasks(), timeout=self.settings.shutdown_grace_s)
+        """Let running jobs finish within the grace period, then cancel the rest.
+
+        The writes in flight count too: one sent before the stop request may still claim
+        jobs and start them. Waiting only for the jobs running when the wait began cancelled
+        those at once, attempt given back, after their handler had started (the chaos soak
+        saw them run twice)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace_s
+        while (self._inflight or self._writes) and loop.time() < deadline:
+            await asyncio.wait(
+                [*self._running_tasks(), *self._writes],
+                timeout=deadline - loop.time(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         self._cancel_in_flight()
         if self._inflight:
             await asyncio.wait(self._running_tasks())

@@ -1,0 +1,85 @@
+"""Shutdown races the chaos soak (bench/soak.py) found: jobs started around a stop request
+must get the grace period, and a job cancelled before its task ever ran must not hang the
+worker (or keep its lease alive through the heartbeat)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from tests.support import factories, handlers
+from worker import dispatcher, store
+from worker.registry import Handler, JobContext, JobResult, Registry
+
+
+class StopOnClaimingWrite(store.Store):
+    """A real store that asks the dispatcher to stop just as it sends the first statement
+    that writes outcomes AND claims more jobs: the claim then lands after the stop request."""
+
+    worker: dispatcher.Dispatcher | None = None
+
+    async def finish_and_claim(
+        self,
+        rows: Sequence[store.Finish],
+        *,
+        worker_id: str,
+        claim: store.ClaimSpec | None = None,
+    ) -> tuple[set[int], list[store.Record]]:
+        if rows and claim is not None and claim.limit and self.worker is not None:
+            self.worker.request_stop()
+            self.worker = None
+        return await super().finish_and_claim(rows, worker_id=worker_id, claim=claim)
+
+
+async def test_jobs_claimed_by_a_write_in_flight_at_the_stop_get_the_grace(
+    db: store.Store, make_settings: Any
+) -> None:
+    """The first claim takes a short sleeper and an instant job; the instant job's outcome
+    goes out with a claim of the long sleeper, and the stop comes in between. Shutdown used
+    to wait only for the short sleeper, then cancel the long one it had just started."""
+    short = await factories.make_job(db, task_type="sleep", payload={"seconds": 0.3}, priority=-2)
+    instant = await factories.make_job(db, task_type="ok", priority=-1)
+    long = await factories.make_job(db, task_type="sleep", payload={"seconds": 1.0})
+    left = await factories.make_job(db, task_type="ok", priority=1)
+    gated = StopOnClaimingWrite(db.pool, db.dsn)
+    worker = dispatcher.Dispatcher(
+        gated,
+        handlers.registry(),
+        make_settings(concurrency=2, claim_batch=2, shutdown_grace_s=10.0),
+    )
+    gated.worker = worker
+    summary = await asyncio.wait_for(worker.run(), timeout=30)
+    assert (summary.succeeded, summary.cancelled) == (3, 0)
+    statuses = [(await factories.job(db, job_id))["status"] for job_id in (short, instant, long)]
+    assert statuses == ["succeeded"] * 3
+    assert (await factories.job(db, left))["status"] == "pending"
+
+
+async def test_a_job_cancelled_before_its_task_ran_is_given_back(
+    db: store.Store, make_settings: Any
+) -> None:
+    """The first job of a claimed batch hurries the shutdown (a second SIGTERM) before the
+    other tasks of the batch took their first step: those never run at all."""
+    worker: dispatcher.Dispatcher | None = None
+
+    async def hurry(ctx: JobContext, payload: handlers.Empty) -> JobResult:
+        assert worker is not None
+        worker.request_stop()
+        worker.request_stop()  # the second call cancels every job in flight at once
+        await asyncio.sleep(10)
+        return JobResult()
+
+    registry = Registry()
+    registry.add(Handler("hurry", hurry, handlers.Empty, max_attempts=3))
+    registry.add(Handler("ok", handlers.ok, handlers.Empty, max_attempts=3))
+    first = await factories.make_job(db, task_type="hurry", priority=-1)
+    others = [await factories.make_job(db, task_type="ok") for _ in range(3)]
+    worker = dispatcher.Dispatcher(db, registry, make_settings(concurrency=10))
+    summary = await asyncio.wait_for(worker.run(), timeout=30)
+    assert summary.cancelled == 4
+    for job_id in [first, *others]:
+        row = await factories.job(db, job_id)
+        assert (row["status"], row["attempts"], row["locked_by"]) == ("pending", 0, None)
+        [run] = await factories.runs(db, job_id)
+        assert (run["status"], run["reason"]) == ("cancelled", "shutdown")
