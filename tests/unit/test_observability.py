@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from typing import Any
 
 import pytest
@@ -221,6 +223,30 @@ def test_a_job_the_rescuer_fails_for_good_is_counted_and_reported() -> None:
     ]
     counts = {dict(labels)["outcome"]: value for labels, value in metrics.items()}
     assert counts == {"rescued": 1, "failed": 1}
+
+
+def test_library_warnings_become_one_scrubbed_json_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """asyncpg's pool logs a traceback through the standard library after a database
+    restart: it must arrive as one JSON line, its secrets removed, not as raw text."""
+    s = settings()
+    observability.configure_logging("json", "info", observability.Scrubber.from_settings(s))
+    try:
+        try:
+            raise ConnectionError(f"cannot connect to {DATABASE_URL}")
+        except ConnectionError:
+            logging.getLogger("asyncpg.pool").warning("pool floor not restored", exc_info=True)
+        logging.getLogger("asyncpg.pool").info("below the threshold")
+        lines = capsys.readouterr().err.splitlines()
+    finally:
+        structlog.reset_defaults()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["event"] == "pool floor not restored"
+    assert record["logger"] == "asyncpg.pool" and record["level"] == "warning"
+    assert "ConnectionError" in record["exception"]
+    assert DB_PASSWORD not in lines[0]
 
 
 def test_log_lines_are_scrubbed_like_sentry_events(capsys: pytest.CaptureFixture[str]) -> None:
