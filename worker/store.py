@@ -102,6 +102,21 @@ class ScheduleDef:
     active: bool
     source: str
 
+    def create_args(self) -> tuple[Any, ...]:
+        """The arguments of the `create_schedule` query, in order."""
+        return (
+            self.name,
+            self.cron,
+            self.task_type,
+            self.payload,
+            self.timezone,
+            self.queue,
+            self.priority,
+            self.max_attempts,
+            self.missed,
+            self.active,
+        )
+
 
 class UndecodableJson:
     """Stands in for a jsonb value Python's json module cannot rebuild: PostgreSQL stores
@@ -489,16 +504,7 @@ class Store:
         async with _schedule_errors():
             row = await self.pool.fetchrow(
                 QUERIES["create_schedule"],
-                schedule.name,
-                schedule.cron,
-                schedule.task_type,
-                schedule.payload,
-                schedule.timezone,
-                schedule.queue,
-                schedule.priority,
-                schedule.max_attempts,
-                schedule.missed,
-                schedule.active,
+                *schedule.create_args(),
             )
         assert row is not None
         return row
@@ -588,16 +594,7 @@ class Store:
             "schedule_create",
             _schedule_target,
             "create_schedule",
-            schedule.name,
-            schedule.cron,
-            schedule.task_type,
-            schedule.payload,
-            schedule.timezone,
-            schedule.queue,
-            schedule.priority,
-            schedule.max_attempts,
-            schedule.missed,
-            schedule.active,
+            *schedule.create_args(),
         )
         assert row is not None
         return row
