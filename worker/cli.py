@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import math
+import os
 import re
 import signal
 import sys
@@ -207,8 +209,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="how many echo jobs to enqueue (default 20)",
     )
+    _add_job_commands(commands)
     _add_dashboard(commands)
     return parser
+
+
+def _add_job_commands(commands: Any) -> None:
+    show = commands.add_parser("show", help="one job and its attempts (job_runs), as JSON")
+    show.add_argument("job_id", type=_int_range(1, 2**63 - 1), help="job_queue.id")
+    show.add_argument(
+        "--runs", type=_int_range(1, 1000), default=20, help="attempts to show (default 20)"
+    )
+    for name, text in (
+        ("retry", "put a failed or cancelled job back to pending, due now, with one more attempt"),
+        ("cancel", "cancel a pending or running job (a running handler stops at its heartbeat)"),
+    ):
+        command = commands.add_parser(
+            name,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. Recorded in job_admin_audit with "
+            "the actor cli:<your OS user> (or --actor), like the dashboard's actions.",
+        )
+        command.add_argument("job_id", type=_int_range(1, 2**63 - 1), help="job_queue.id")
+        command.add_argument(
+            "--actor", type=_name_arg, help="who to record in the audit row (default: cli:<user>)"
+        )
 
 
 _DASHBOARD_DESCRIPTION = """\
@@ -307,6 +332,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_DATABASE
 
 
+def _change_job(args: argparse.Namespace, settings: config.Settings) -> int:
+    actor = args.actor or f"cli:{_os_user()}"
+    row, status = _run(service.change_job, settings, args.job_id, args.command, actor)
+    if row is not None:
+        print(json.dumps({"job_id": args.job_id, "action": args.command, "actor": actor}))
+        return EXIT_OK
+    if status is None:
+        _print_error(errors.WorkerError(f"no job {args.job_id}"))
+    else:
+        rule = _JOB_ACTION_RULES[args.command]
+        _print_error(errors.WorkerError(f"job {args.job_id} is {status}: {rule}"))
+    return EXIT_USAGE
+
+
+_JOB_ACTION_RULES = {
+    "retry": "only a failed or cancelled job can be retried",
+    "cancel": "only a pending or running job can be cancelled",
+}
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        return str(os.getuid())
+
+
 def _print_error(exc: Exception) -> None:
     """`error: ...` as one line on stderr: names, cron strings and database messages may
     carry newlines or terminal control characters, which are shown escaped."""
@@ -342,6 +394,15 @@ def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         return EXIT_OK
     if command == "enqueue":
         return _enqueue(args, settings)
+    if command == "show":
+        shown = _run(service.show_job, settings, args.job_id, runs=args.runs)
+        if shown is None:
+            _print_error(errors.WorkerError(f"no job {args.job_id}"))
+            return EXIT_USAGE
+        print(_json(shown))
+        return EXIT_OK
+    if command in ("retry", "cancel"):
+        return _change_job(args, settings)
     if command == "schedules":
         return _schedules(args, settings)
     if command in ("pause", "resume"):

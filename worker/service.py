@@ -6,7 +6,7 @@ import contextlib
 import importlib
 import signal
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import asyncpg
@@ -288,6 +288,37 @@ async def set_paused(settings: Settings, queue: str, paused: bool, reason: str |
         if paused:
             return await db.pause_queue(queue, reason)
         return await db.resume_queue(queue)
+
+
+# -- one job, from the command line --------------------------------------------------------
+
+
+async def show_job(settings: Settings, job_id: int, *, runs: int) -> dict[str, Any] | None:
+    """A job and its latest `runs` attempts (job_runs, newest first); None if there is none."""
+    async with database(settings) as db, db.dashboard_reads(statement_timeout_s=10.0) as reads:
+        job = await reads.job(job_id)
+        if job is None:
+            return None
+        attempts = await reads.job_runs(job_id, runs)
+    return {"job": dict(job), "runs": [dict(run) for run in attempts]}
+
+
+async def change_job(
+    settings: Settings, job_id: int, action: Literal["retry", "cancel"], actor: str
+) -> tuple[store.Record | None, str | None]:
+    """Retry or cancel one job through the dashboard's guarded, audited path. Returns the
+    changed row, else None and the job's status (None: no such job)."""
+    who = store.Actor(actor, None)
+    async with database(settings) as db:
+        if action == "retry":
+            row = await db.dashboard_retry_job(who, job_id)
+        else:
+            row = await db.dashboard_cancel_job(who, job_id)
+        if row is not None:
+            return row, None
+        async with db.dashboard_reads(statement_timeout_s=10.0) as reads:
+            job = await reads.job(job_id)
+    return None, None if job is None else str(job["status"])
 
 
 # -- schedules ---------------------------------------------------------------------------

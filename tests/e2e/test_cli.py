@@ -120,3 +120,45 @@ def test_help_lists_the_commands() -> None:
     assert done.returncode == 0
     for word in ("--once", "migrate", "enqueue", "status", "DATABASE_URL"):
         assert word in done.stdout
+
+
+async def test_show_retry_and_cancel_a_job_from_the_command_line(
+    db: store.Store, db_dsn: str
+) -> None:
+    failed = await factories.make_job(
+        db, task_type="echo", status="failed", attempts=3, max_attempts=3, last_error="boom"
+    )
+    pending = await factories.make_job(db, task_type="echo", payload={"message": "later"})
+
+    shown = run_cli("show", str(failed), dsn=db_dsn)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["job"]["status"] == "failed"
+
+    retried = run_cli("retry", str(failed), "--actor", "ops.alice", dsn=db_dsn)
+    assert retried.returncode == 0, retried.stderr
+    again = run_cli("retry", str(pending), dsn=db_dsn)
+    assert (again.returncode, again.stderr.strip()) == (
+        2,
+        f"error: job {pending} is pending: only a failed or cancelled job can be retried",
+    )
+    cancelled = run_cli("cancel", str(pending), dsn=db_dsn)
+    assert cancelled.returncode == 0, cancelled.stderr
+    missing = run_cli("cancel", "999999", dsn=db_dsn)
+    assert (missing.returncode, missing.stderr.strip()) == (2, "error: no job 999999")
+
+    rows = {
+        r["id"]: (r["status"], r["max_attempts"])
+        for r in await db.pool.fetch("SELECT id, status, max_attempts FROM job_queue")
+    }
+    assert rows == {failed: ("pending", 4), pending: ("cancelled", None)}
+    audit = await db.pool.fetch("SELECT actor, action, target FROM job_admin_audit ORDER BY id")
+    assert [tuple(r) for r in audit] == [
+        ("ops.alice", "job_retry", f"job:{failed}"),
+        (cancelled_actor(cancelled.stdout), "job_cancel", f"job:{pending}"),
+    ]
+
+
+def cancelled_actor(stdout: str) -> str:
+    actor = str(json.loads(stdout)["actor"])
+    assert actor.startswith("cli:")
+    return actor
