@@ -295,7 +295,7 @@ async def set_paused(settings: Settings, queue: str, paused: bool, reason: str |
 
 async def show_job(settings: Settings, job_id: int, *, runs: int) -> dict[str, Any] | None:
     """A job and its latest `runs` attempts (job_runs, newest first); None if there is none."""
-    async with database(settings) as db, db.dashboard_reads(statement_timeout_s=10.0) as reads:
+    async with database(settings) as db, db.admin_reads(statement_timeout_s=10.0) as reads:
         job = await reads.job(job_id)
         if job is None:
             return None
@@ -311,12 +311,12 @@ async def change_job(
     who = store.Actor(actor, None)
     async with database(settings) as db:
         if action == "retry":
-            row = await db.dashboard_retry_job(who, job_id)
+            row = await db.admin_retry_job(who, job_id)
         else:
-            row = await db.dashboard_cancel_job(who, job_id)
+            row = await db.admin_cancel_job(who, job_id)
         if row is not None:
             return row, None
-        async with db.dashboard_reads(statement_timeout_s=10.0) as reads:
+        async with db.admin_reads(statement_timeout_s=10.0) as reads:
             job = await reads.job(job_id)
     return None, None if job is None else str(job["status"])
 

@@ -539,7 +539,7 @@ class Store:
     # -- dashboard -----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def dashboard_reads(self, *, statement_timeout_s: float) -> AsyncIterator[Reads]:
+    async def admin_reads(self, *, statement_timeout_s: float) -> AsyncIterator[Reads]:
         """One page's reads: a read-only transaction, bounded in time, planned per call."""
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
             timeout = f"{max(1, round(statement_timeout_s * 1000))}ms"
@@ -554,40 +554,40 @@ class Store:
             QUERIES["dashboard_audit"], actor.name, action, target, detail, actor.remote_addr
         )
 
-    async def dashboard_retry_job(self, actor: Actor, job_id: int) -> Record | None:
+    async def admin_retry_job(self, actor: Actor, job_id: int) -> Record | None:
         return await self._admin_action(
             actor, "job_retry", _job_target, "dashboard_retry_job", job_id
         )
 
-    async def dashboard_cancel_job(self, actor: Actor, job_id: int) -> Record | None:
+    async def admin_cancel_job(self, actor: Actor, job_id: int) -> Record | None:
         return await self._admin_action(
             actor, "job_cancel", _job_target, "dashboard_cancel_job", job_id, actor.name
         )
 
-    async def dashboard_run_job_now(self, actor: Actor, job_id: int) -> Record | None:
+    async def admin_run_job_now(self, actor: Actor, job_id: int) -> Record | None:
         return await self._admin_action(
             actor, "job_run_now", _job_target, "dashboard_run_job_now", job_id
         )
 
-    async def dashboard_run_schedule_now(self, actor: Actor, name: str) -> Record | None:
+    async def admin_run_schedule_now(self, actor: Actor, name: str) -> Record | None:
         """The new job (None: no such schedule); audited under its job id."""
         return await self._admin_action(
             actor, "schedule_run_now", _job_target, "dashboard_run_schedule_now", name
         )
 
-    async def dashboard_pause_queue(
+    async def admin_pause_queue(
         self, actor: Actor, queue: str, reason: str | None
     ) -> Record | None:
         return await self._admin_action(
             actor, "queue_pause", _queue_target(queue), "pause_queue", queue, reason
         )
 
-    async def dashboard_resume_queue(self, actor: Actor, queue: str) -> Record | None:
+    async def admin_resume_queue(self, actor: Actor, queue: str) -> Record | None:
         return await self._admin_action(
             actor, "queue_resume", _queue_target(queue), "resume_queue", queue
         )
 
-    async def dashboard_create_schedule(self, actor: Actor, schedule: ScheduleDef) -> Record:
+    async def admin_create_schedule(self, actor: Actor, schedule: ScheduleDef) -> Record:
         """ScheduleError when it is invalid or the name is taken."""
         row = await self._admin_action(
             actor,
@@ -599,15 +599,13 @@ class Store:
         assert row is not None
         return row
 
-    async def dashboard_toggle_schedule(
-        self, actor: Actor, name: str, active: bool
-    ) -> Record | None:
+    async def admin_toggle_schedule(self, actor: Actor, name: str, active: bool) -> Record | None:
         action = "schedule_resume" if active else "schedule_pause"
         return await self._admin_action(
             actor, action, _schedule_target, "toggle_schedule", name, active
         )
 
-    async def dashboard_retime_schedule(
+    async def admin_retime_schedule(
         self, actor: Actor, name: str, cron: str, timezone: str
     ) -> Record | None:
         """None: no such schedule; ScheduleError: the cron or timezone is refused."""
@@ -669,7 +667,7 @@ async def _schedule_errors() -> AsyncIterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who acts from the dashboard (the audit row's actor and remote_addr)."""
+    """Who acts from the dashboard or the CLI (the audit row's actor and remote_addr)."""
 
     name: str
     remote_addr: str | None
@@ -688,7 +686,7 @@ def _queue_target(queue: str) -> Callable[[Record], str]:
 
 
 class Reads:
-    """The dashboard's queries on one connection, inside Store.dashboard_reads()."""
+    """The dashboard's queries on one connection, inside Store.admin_reads()."""
 
     def __init__(self, conn: asyncpg.pool.PoolConnectionProxy[Record]) -> None:
         self.conn = conn

@@ -17,7 +17,7 @@ from worker.dashboard.view import BadInput, Flash, View, first, json_object, nam
 async def retry_job(view: View) -> http.Response:
     job_id = view.request.int_param("id")
     try:
-        row = await view.app.db.dashboard_retry_job(view.actor, job_id)
+        row = await view.app.db.admin_retry_job(view.actor, job_id)
     except errors.ScheduleError as exc:  # a live job took the dedupe key meanwhile
         return await pages.job(view, status=409, flash=Flash("error", str(exc)))
     if row is None:
@@ -35,7 +35,7 @@ async def retry_job(view: View) -> http.Response:
 
 async def cancel_job(view: View) -> http.Response:
     job_id = view.request.int_param("id")
-    row = await view.app.db.dashboard_cancel_job(view.actor, job_id)
+    row = await view.app.db.admin_cancel_job(view.actor, job_id)
     if row is None:
         return await _refused(view, "cancelled: only a pending or running job can be")
     message = f"Job {job_id} cancelled."
@@ -49,7 +49,7 @@ async def cancel_job(view: View) -> http.Response:
 
 async def run_job_now(view: View) -> http.Response:
     job_id = view.request.int_param("id")
-    row = await view.app.db.dashboard_run_job_now(view.actor, job_id)
+    row = await view.app.db.admin_run_job_now(view.actor, job_id)
     if row is None:
         return await _refused(view, "run now: only a pending job can be")
     return view.redirect(f"/dashboard/jobs/{job_id}", f"Job {job_id} is due now.")
@@ -89,7 +89,7 @@ async def create_schedule(view: View) -> http.Response:
             active=True,
             source="admin",
         )
-        row = await view.app.db.dashboard_create_schedule(view.actor, schedule)
+        row = await view.app.db.admin_create_schedule(view.actor, schedule)
     except (errors.ScheduleError, BadInput) as exc:
         return await pages.schedules(
             view, status=400, flash=Flash("error", f"Schedule not created: {exc}"), form=fields
@@ -118,7 +118,7 @@ async def _toggle(view: View, *, active: bool) -> http.Response:
         return view.redirect(
             "/dashboard/schedules", f"Schedule {schedule_name!r} is already {word}."
         )
-    row = await view.app.db.dashboard_toggle_schedule(view.actor, schedule_name, active)
+    row = await view.app.db.admin_toggle_schedule(view.actor, schedule_name, active)
     if row is None:
         return pages.not_found(view, f"There is no schedule named {schedule_name!r}.")
     note = " Ticks missed while it was paused are not run." if active else ""
@@ -130,7 +130,7 @@ async def retime_schedule(view: View) -> http.Response:
     form = view.form()
     fields = {"cron": first(form, "cron"), "timezone": first(form, "timezone") or "UTC"}
     try:
-        row = await view.app.db.dashboard_retime_schedule(
+        row = await view.app.db.admin_retime_schedule(
             view.actor, schedule_name, fields["cron"], fields["timezone"]
         )
     except errors.ScheduleError as exc:
@@ -148,7 +148,7 @@ async def retime_schedule(view: View) -> http.Response:
 
 async def run_schedule_now(view: View) -> http.Response:
     schedule_name = view.request.str_param("name")
-    row = await view.app.db.dashboard_run_schedule_now(view.actor, schedule_name)
+    row = await view.app.db.admin_run_schedule_now(view.actor, schedule_name)
     if row is None:
         return pages.not_found(view, f"There is no schedule named {schedule_name!r}.")
     return view.redirect(
@@ -165,7 +165,7 @@ async def pause_queue(view: View) -> http.Response:
     queue = name(form, "queue", required=True)
     assert queue is not None
     reason = text(form, "reason", max_chars=500) or None
-    row = await view.app.db.dashboard_pause_queue(view.actor, queue, reason)
+    row = await view.app.db.admin_pause_queue(view.actor, queue, reason)
     if row is None:
         return view.redirect("/dashboard/", f"Queue {queue!r} was already paused.", kind="error")
     return view.redirect(
@@ -175,7 +175,7 @@ async def pause_queue(view: View) -> http.Response:
 
 async def resume_queue(view: View) -> http.Response:
     queue = view.request.str_param("queue")
-    row = await view.app.db.dashboard_resume_queue(view.actor, queue)
+    row = await view.app.db.admin_resume_queue(view.actor, queue)
     if row is None:
         return view.redirect("/dashboard/", f"Queue {queue!r} was not paused.", kind="error")
     return view.redirect("/dashboard/", f"Queue {queue!r} resumed.")

@@ -111,13 +111,27 @@ async def jobs(view: View) -> http.Response:
             before=cursor,
             limit=PAGE_SIZE + 1,
         )
+    return _paged(view, "jobs", filters, rows, cursor, statuses=JOB_STATUSES)
+
+
+def _paged(
+    view: View,
+    page: str,
+    filters: dict[str, str | None],
+    rows: list[store.Record],
+    cursor: int | None,
+    **context: Any,
+) -> http.Response:
+    """A keyset-paged list (`page` names its template, its path and its rows): the first
+    PAGE_SIZE rows, the filters echoed back, and the links to older rows and to the newest."""
+    path = f"/dashboard/{page}"
+    context[page] = rows[:PAGE_SIZE]
     return view.page(
-        "jobs.html",
-        jobs=rows[:PAGE_SIZE],
+        f"{page}.html",
         filters={key: value or "" for key, value in filters.items()},
-        statuses=JOB_STATUSES,
-        next_url=_next_url("/dashboard/jobs", filters, rows),
-        first_url=_next_url("/dashboard/jobs", filters, None) if cursor else None,
+        next_url=_next_url(path, filters, rows),
+        first_url=_next_url(path, filters, None) if cursor else None,
+        **context,
     )
 
 
@@ -261,12 +275,4 @@ async def runs(view: View) -> http.Response:
             before=cursor,
             limit=PAGE_SIZE + 1,
         )
-    return view.page(
-        "runs.html",
-        runs=rows[:PAGE_SIZE],
-        filters={key: value or "" for key, value in filters.items()},
-        statuses=RUN_STATUSES,
-        run_types=RUN_TYPES,
-        next_url=_next_url("/dashboard/runs", filters, rows),
-        first_url=_next_url("/dashboard/runs", filters, None) if cursor else None,
-    )
+    return _paged(view, "runs", filters, rows, cursor, statuses=RUN_STATUSES, run_types=RUN_TYPES)

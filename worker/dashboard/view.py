@@ -58,8 +58,8 @@ class View:
         return store.Actor(name=self.session.user, remote_addr=self.request.remote_addr or None)
 
     def reads(self) -> contextlib.AbstractAsyncContextManager[store.Reads]:
-        """The page's read-only transaction (store.Store.dashboard_reads)."""
-        return self.app.db.dashboard_reads(statement_timeout_s=self.app.statement_timeout_s)
+        """The page's read-only transaction (store.Store.admin_reads)."""
+        return self.app.db.admin_reads(statement_timeout_s=self.app.statement_timeout_s)
 
     def page(
         self, template: str, *, status: int = 200, flash: Flash | None = None, **context: Any
