@@ -33,7 +33,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 """Errors that mean "the database is away", not "this statement is wrong"."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per attempt (see executor.Job)
 class Finish:
     """One attempt's outcome, as finish_and_claim writes it."""
 
@@ -321,8 +321,9 @@ class Store:
             float(spec.lease_s),
             list(spec.max_attempts),
         )
-        written = {row["id"] for row in result if not row["claimed"]}
-        return written, [row for row in result if row["claimed"]]
+        claimed = [row for row in result if row["id"] is not None]
+        written = next(row["written"] for row in result if row["id"] is None)
+        return set(written or ()), claimed
 
     async def claim(self, spec: ClaimSpec, *, worker_id: str) -> list[Record]:
         return (await self.finish_and_claim((), worker_id=worker_id, claim=spec))[1]
