@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,8 +32,9 @@ from worker.registry import JobContext, Registry
 
 log = structlog.get_logger("worker.dispatcher")
 
-# Outcome writes in flight at once (see _flusher).
-_WRITERS = 2
+# Outcome writes in flight at once (see _flusher): one per two claim batches of slots (a
+# batch runs while the one before it commits), at least 2, at most 4.
+_MIN_WRITERS, _MAX_WRITERS = 2, 4
 
 # What a refused write raises: the data, not the connection, is the problem.
 _REFUSED = (asyncpg.DataError, asyncpg.PostgresError, ValueError, TypeError)
@@ -161,6 +163,11 @@ class Dispatcher:
         self._inflight: dict[int, tuple[executor.Job, asyncio.Task[None]]] = {}
         self._finished: list[executor.Outcome] = []
         self._writes: set[asyncio.Task[None]] = set()
+        self._deadlines = executor.Deadlines()
+        self._max_writes = max(
+            _MIN_WRITERS,
+            min(_MAX_WRITERS, settings.concurrency // (2 * settings.claim_batch)),
+        )
         # asyncio events: the claim/flush cycle runs per batch, and anyio.Event() looks the
         # event loop up each time it is created.
         self._wake_claimer = asyncio.Event()
@@ -297,7 +304,10 @@ class Dispatcher:
             self._context(job),
             clock=self.clock,
             policy=self.policy,
-            default_timeout_s=self.settings.default_timeout_s,
+            timeout_s=self.settings.default_timeout_s
+            if handler.timeout_s is None
+            else handler.timeout_s,
+            deadlines=self._deadlines,
         )
         del self._inflight[job.id]
         self._finished.append(outcome)
@@ -324,13 +334,14 @@ class Dispatcher:
 
     async def _flusher(self) -> None:
         """Writes every finished outcome waiting, in one statement that also claims the next
-        jobs while the queue is busy (one round trip and one commit per cycle). Up to
-        _WRITERS statements are in flight at once: with one, the database sat idle while
-        Python ran the next batch (measured: ~12k jobs/s with one, ~20k with two, no more
-        with three on the 2-core reference machine)."""
+        jobs while the queue is busy (one round trip and one commit per cycle). Several
+        statements are in flight at once: with one, the database sat idle while Python ran
+        the next batch (measured: ~12k jobs/s with one, ~20k with two). With slots for more
+        than two batches, up to four (batch 100, 800 slots: ~16k jobs/s with two, ~18k with
+        four; bench/README.md)."""
         while True:
             self._wake_flusher.clear()
-            if not self._finished or len(self._writes) >= _WRITERS:
+            if not self._finished or len(self._writes) >= self._max_writes:
                 await self._wake_flusher.wait()
                 continue
             batch, self._finished = self._finished, []
@@ -349,8 +360,9 @@ class Dispatcher:
         written, rows = await self._write(batch, asked)
         if asked:
             self.observer.claimed(len(rows), self.clock.monotonic() - t0)
+        log_success = log.is_enabled_for(logging.INFO)
         for outcome in batch:
-            self._record(outcome, outcome.job.id in written)
+            self._record(outcome, outcome.job.id in written, log_success)
         self._busy -= len(batch)
         self._started(rows, asked)
         self._wake_claimer.set()
@@ -407,10 +419,12 @@ class Dispatcher:
                 await anyio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
 
-    def _record(self, outcome: executor.Outcome, written: bool) -> None:
+    def _record(self, outcome: executor.Outcome, written: bool, log_success: bool) -> None:
         self.summary.add(outcome, written)
         self.observer.finished(outcome, written)
         job, verdict = outcome.job, outcome.verdict
+        if written and outcome.kind == "succeeded" and not log_success:
+            return  # the common case, with info lines off: no fields to build
         fields: dict[str, Any] = {
             "job_id": job.id,
             "task_type": job.task_type,
