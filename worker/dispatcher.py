@@ -279,15 +279,14 @@ class Dispatcher:
 
     def _start(self, job: executor.Job) -> None:
         self._flushed.clear()
-        task = asyncio.create_task(self._run_job(job))
-        task.add_done_callback(functools.partial(self._cancelled_before_start, job))
-        self._inflight[job.id] = (job, task)
+        self._inflight[job.id] = (job, asyncio.create_task(self._run_job(job)))
 
     def _cancelled_before_start(self, job: executor.Job, task: asyncio.Task[None]) -> None:
         """A task cancelled before its first step never runs `_run_job` at all, so nothing
         took the job out of `_inflight`: its slot stayed busy, shutdown waited for it
         forever and the heartbeat kept its lease alive (seen in the chaos soak). Give its
-        attempt back, as for any job cancelled at shutdown."""
+        attempt back, as for any job cancelled at shutdown. (Attached when a task is
+        cancelled, not when it is created: a callback per job cost a loop turn per job.)"""
         entry = self._inflight.get(job.id)
         if not task.cancelled() or entry is None or entry[1] is not task:
             return
@@ -390,7 +389,7 @@ class Dispatcher:
         except _REFUSED as exc:
             problem = f"could not record the handler's result: {executor.describe(exc)}"
         log.error("job_result_dropped", job_id=row.job_id, error=problem)
-        fallback = dataclasses.replace(row, result=None, notes=problem, error=row.error or problem)
+        fallback = row._replace(result=None, notes=problem, error=row.error or problem)
         try:
             return (await self._write_retrying([fallback], 0))[0]
         except _REFUSED as exc:  # nothing left to strip; the lease will expire and be rescued
@@ -476,8 +475,9 @@ class Dispatcher:
         return [task for _, task in self._inflight.values()]
 
     def _cancel_in_flight(self, job_ids: set[int] | None = None) -> None:
-        for job_id, (_, task) in list(self._inflight.items()):
+        for job_id, (job, task) in list(self._inflight.items()):
             if job_ids is None or job_id in job_ids:
+                task.add_done_callback(functools.partial(self._cancelled_before_start, job))
                 task.cancel()
 
     # -- leases -----------------------------------------------------------------------------
