@@ -49,8 +49,8 @@ CONTENDER_SCRIPTS = {
 }
 # Configurations per contender, as extra command-line flags for its script.
 CONTENDER_CONFIGS: dict[str, list[list[str]]] = {
-    "worker": [["--batch", "10"], ["--batch", "100"]],
-    "pgqueuer": [["--batch", "10"], ["--batch", "100"]],
+    "worker": [["--batch", "10"], ["--batch", "100"], ["--batch", "1000"]],
+    "pgqueuer": [["--batch", "10"], ["--batch", "100"], ["--batch", "1000"]],
 }
 SERVER_SETTINGS = ("server_version", "fsync", "synchronous_commit", "full_page_writes")
 CONTENDER_TIMEOUT_S = 300
