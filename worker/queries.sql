@@ -46,8 +46,9 @@ SELECT current_setting('server_version_num')::int AS version_num,
 -- test_claim_plan_walks_the_index). All CTEs share one snapshot, so a job this statement
 -- sends back to pending is not claimed again by the same statement.
 --
--- Claiming locks the due rows and then updates them by ctid (the locked row version; a TID
--- scan instead of a second primary-key descent per row).
+-- The claim joins its locked rows back by id, not ctid: a due row that another transaction
+-- updated after this statement's snapshot (the dashboard's "run now") is locked in its new
+-- version, which a ctid join cannot see; by id, the update follows it (EvalPlanQual).
 --
 -- Returns one row per claimed job, then one row whose `written` holds the ids written
 -- (one array, not a row per id: fewer rows to decode per cycle).
@@ -88,7 +89,7 @@ WITH outcome AS (
     JOIN outcome o ON o.id = w.id
   RETURNING job_id
 ), due AS (
-  SELECT j.ctid
+  SELECT j.id
     FROM job_queue j
    WHERE j.status = 'pending'
      AND j.queue = ANY (ARRAY(SELECT q FROM unnest($15::text[]) AS q
@@ -111,7 +112,7 @@ WITH outcome AS (
          started_at = now(),
          updated_at = now()
     FROM due, handler
-   WHERE j.ctid = due.ctid
+   WHERE j.id = due.id
      AND handler.task_type = j.task_type
   RETURNING j.id, j.queue, j.task_type, j.payload, j.attempts, j.max_attempts, j.run_type,
             j.schedule_name, j.requested_by, j.created_at
