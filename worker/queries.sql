@@ -17,6 +17,16 @@ CREATE TABLE IF NOT EXISTS worker_migrations (
 -- Serialise concurrent `migrate` runs for the rest of the transaction.
 SELECT pg_advisory_xact_lock(hashtextextended('worker.migrate', 0));
 
+-- name: migration_owner
+-- Who owns the schema (job_queue's owner), and whether this role may act as that owner.
+-- No row before the first migration. Migrations alter objects only their owner may alter,
+-- and create objects the owner must own; PostgreSQL 14 lets every role create in `public`,
+-- so a permission error alone does not stop a role such as job_worker from migrating.
+SELECT pg_get_userbyid(c.relowner) AS owner,
+       pg_has_role(current_user, c.relowner, 'USAGE') AS may_act_as_owner
+  FROM pg_class c
+ WHERE c.oid = to_regclass('job_queue');
+
 -- name: applied_migrations
 SELECT version, name, checksum FROM worker_migrations WHERE migration_set = $1 ORDER BY version;
 

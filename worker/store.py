@@ -264,6 +264,11 @@ class Store:
         migration_set = sets.pop() if sets else "core"
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(QUERIES["lock_migrations"])
+            owner = await conn.fetchrow(QUERIES["migration_owner"])
+            if owner is not None and not owner["may_act_as_owner"]:
+                raise asyncpg.InsufficientPrivilegeError(
+                    f"permission denied: the schema belongs to {owner['owner']}"
+                )
             await conn.execute(QUERIES["create_migrations_table"])
             rows = await conn.fetch(QUERIES["applied_migrations"], migration_set)
             done = {row["version"]: row for row in rows}

@@ -375,6 +375,30 @@ async def test_worker_role_runs_the_worker_and_nothing_else(
             await owner.close()
 
 
+async def test_a_role_that_does_not_own_the_schema_cannot_migrate_even_with_create_rights(
+    admin_dsn: str, empty_dsn: str
+) -> None:
+    """PostgreSQL 14 lets every role create in `public`; there a job_worker login got past
+    the permission checks and `migrate` exited 0. The owner check refuses it on every
+    version: granted CREATE on public here, the login is still refused and nothing changes."""
+    await migrate(empty_dsn)
+    owner = await store.connect(empty_dsn)
+    async with login(admin_dsn, empty_dsn, "jwc", roles.WORKER_ROLE) as worker_login:
+        try:
+            await owner.pool.execute(f'GRANT CREATE ON SCHEMA public TO "{worker_login}"')
+            before = await owner.pool.fetchval("SELECT count(*) FROM worker_migrations")
+            run = await asyncio.to_thread(
+                run_cli, "migrate", dsn=roles.as_user(empty_dsn, worker_login)
+            )
+            assert run.returncode == 3, run.stdout
+            assert "cannot migrate as this database role: permission denied" in run.stderr
+            assert "the schema belongs to postgres" in run.stderr
+            assert "Traceback" not in run.stderr
+            assert await owner.pool.fetchval("SELECT count(*) FROM worker_migrations") == before
+        finally:
+            await owner.close()
+
+
 async def _maintenance_as(member_dsn: str, owner: store.Store, tmp_path: Path) -> None:
     """The scheduler (with the file sync), the rescuer and the pruner, as the member."""
     schedules = tmp_path / "schedules.toml"
