@@ -90,6 +90,13 @@ def storable(text: str) -> bool:
 storable_text = hostile_text.filter(storable)
 
 
+def unsendable(exc: BaseException) -> bool:
+    """asyncpg refused to send an argument it cannot encode (a lone surrogate), so nothing
+    reached SQL. It raises UnicodeEncodeError on some paths and, on others, DataError
+    (22000, "invalid input for query argument") caused by one."""
+    return isinstance(exc, UnicodeEncodeError) or isinstance(exc.__cause__, UnicodeEncodeError)
+
+
 def _json_values() -> st.SearchStrategy[Any]:
     scalars = st.one_of(
         st.none(),
