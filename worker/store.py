@@ -67,6 +67,13 @@ class ClaimSpec:
 _NO_CLAIM = ClaimSpec(queues=(), limit=0, task_types=(), max_attempts=(), lease_s=0.0)
 
 
+def _cannot_migrate(problem: str) -> errors.MigrationError:
+    return errors.MigrationError(
+        f"cannot migrate as this database role: {problem}; run `python -m worker migrate` "
+        "with the DATABASE_URL of the role that owns the schema"
+    )
+
+
 def _job_id(row: Finish) -> int:
     return row.job_id
 
@@ -251,10 +258,7 @@ class Store:
             return await self._apply_migrations(migrations)
         except asyncpg.InsufficientPrivilegeError as exc:
             # The worker's least-privilege role (README.md, "Access control") lands here.
-            raise errors.MigrationError(
-                f"cannot migrate as this database role: {exc}; run `python -m worker migrate` "
-                "with the DATABASE_URL of the role that owns the schema"
-            ) from None
+            raise _cannot_migrate(str(exc)) from None
 
     async def _apply_migrations(self, migrations: Sequence[Migration]) -> list[Migration]:
         applied: list[Migration] = []
@@ -266,9 +270,7 @@ class Store:
             await conn.execute(QUERIES["lock_migrations"])
             owner = await conn.fetchrow(QUERIES["migration_owner"])
             if owner is not None and not owner["may_act_as_owner"]:
-                raise asyncpg.InsufficientPrivilegeError(
-                    f"permission denied: the schema belongs to {owner['owner']}"
-                )
+                raise _cannot_migrate(f"permission denied: the schema belongs to {owner['owner']}")
             await conn.execute(QUERIES["create_migrations_table"])
             rows = await conn.fetch(QUERIES["applied_migrations"], migration_set)
             done = {row["version"]: row for row in rows}
