@@ -27,8 +27,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker import config, http, migrations, store
-from worker.dashboard import app as dashboard
+from worker import config, migrations, service, store
+from worker.registry import Registry
+from worker.web import app as web
 
 PASSWORD = "bench-password-1"
 
@@ -150,14 +151,14 @@ async def time_pages(dsn: str, repeat: int) -> list[tuple[str, str, int, float, 
         database_url=dsn, dashboard_users=f"bench:{PASSWORD}", handler_modules=[]
     )
     db = await store.connect(dsn, max_size=4)
-    router = http.Router()
-    router.mount(dashboard.PREFIX, dashboard.Dashboard(settings, db, statement_timeout_s=60))
-    server = http.HttpServer(router, host="127.0.0.1", port=0, timeout_s=120)
-    await server.start()
+    services = service.web_services(settings, db, Registry(), None)
+    services.admin.statement_timeout_s = 60
     results: list[tuple[str, str, int, float, int]] = []
     try:
-        base = f"http://127.0.0.1:{server.port}"
-        async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        async with (
+            web.serving(web.create_app(services), host="127.0.0.1", port=0) as port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client,
+        ):
             login = await client.post(
                 "/dashboard/login", data={"user": "bench", "password": PASSWORD}
             )
@@ -172,7 +173,6 @@ async def time_pages(dsn: str, repeat: int) -> list[tuple[str, str, int, float, 
                 rows = len(re.findall(r"<tr data-(?:job-id|run-id|schedule)=", response.text))
                 results.append((label, path, status, statistics.median(times_ms[1:]), rows))
     finally:
-        await server.close()
         await db.close()
     return results
 

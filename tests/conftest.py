@@ -7,6 +7,7 @@ import pytest
 
 from tests.support import pg
 from worker import config, store
+from worker.admin.store import AdminStore
 from worker.config import Settings
 
 
@@ -45,6 +46,12 @@ async def db(db_dsn: str) -> AsyncIterator[store.Store]:
     database = await store.connect(db_dsn, max_size=6)
     yield database
     await database.close()
+
+
+@pytest.fixture
+def admin(db: store.Store) -> AdminStore:
+    """The control plane's store on the test database (worker.admin)."""
+    return AdminStore(db.pool)
 
 
 @pytest.fixture

@@ -5,24 +5,24 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import math
 import os
-import re
 import signal
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
-from worker import __version__, config, errors, observability, service
+from worker import __version__, config, errors, names, observability, service, values
+from worker.admin import jobs as admin_jobs
+from worker.admin import queues as admin_queues
+from worker.admin import schedules as admin_schedules
+from worker.admin import status as admin_status
+from worker.admin.store import Actor, AdminStore, JobRequest
+from worker.registry import Registry
 
-# Used with fullmatch: with match, `$` also matches before a trailing newline ("default\n"),
-# which the table's CHECK constraint then refuses.
-_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_TASK = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _MAX_DEDUPE_KEY_CHARS = 512  # job_queue_dedupe_key_check
 
 EXIT_OK = 0
@@ -61,11 +61,14 @@ def _json_arg(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
     except RecursionError:
         raise argparse.ArgumentTypeError("not valid JSON here: nested too deeply") from None
-    if value is None:  # the driver would send SQL NULL, which payload columns refuse
-        raise argparse.ArgumentTypeError("null is not a payload: pass {} for an empty one")
-    problem = _jsonb_problem(value)
+    problem = values.jsonb_problem(value)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
+    if not isinstance(value, dict):
+        kind = "null" if value is None else type(value).__name__
+        raise argparse.ArgumentTypeError(
+            f"a payload is a JSON object (got {kind}): pass {{}} for an empty one"
+        )
     return value
 
 
@@ -74,44 +77,10 @@ def _refuse_constant(name: str) -> Any:
     raise argparse.ArgumentTypeError(f"not valid JSON: {name} is not a JSON value")
 
 
-def _jsonb_problem(value: Any) -> str | None:
-    """Why PostgreSQL's jsonb cannot store `value` as it is (None: it can). Refused rather
-    than silently changed: the payload is what the caller asked to run."""
-    todo = [value]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, dict):
-            todo.extend(item)
-            todo.extend(item.values())
-        elif isinstance(item, list):
-            todo.extend(item)
-        elif isinstance(item, str):
-            problem = _text_problem(item)
-            if problem is not None:
-                return f"JSON string {_shown(item)} {problem}"
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "a JSON number is too large for this worker (it reads numbers as floats)"
-    return None
-
-
-def _text_problem(text: str) -> str | None:
-    if "\x00" in text:
-        return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains a lone surrogate, which is not valid Unicode"
-    return None
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
 def _text_arg(text: str) -> str:
-    problem = _text_problem(text)
+    problem = values.text_problem(text)
     if problem is not None:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} {problem}")
+        raise argparse.ArgumentTypeError(f"{values.shown(text)} {problem}")
     return text
 
 
@@ -122,9 +91,9 @@ def _dedupe_key_arg(text: str) -> str:
 
 
 def _task_arg(text: str) -> str:
-    if not _TASK.fullmatch(text):
+    if not names.is_task_type(text):
         raise argparse.ArgumentTypeError(
-            f"invalid task type {_shown(text)}: use 1-128 of A-Z a-z 0-9 _ . : -"
+            f"invalid task type {values.shown(text)}: use {names.TASK_TYPE_RULE}"
         )
     return text
 
@@ -134,20 +103,28 @@ def _datetime_arg(text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 time such as 2026-11-22T08:00:00+00:00"
+            f"{values.shown(text)} is not an ISO 8601 time such as 2026-11-22T08:00:00+00:00"
         ) from None
     value = value if value.tzinfo else value.replace(tzinfo=UTC)
     try:
         value.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range") from None
+        raise argparse.ArgumentTypeError(f"{values.shown(text)} is out of range") from None
     return value
 
 
 def _name_arg(text: str) -> str:
-    if not _NAME.fullmatch(text):
+    if not names.is_queue(text):
         raise argparse.ArgumentTypeError(
-            f"invalid queue name {text!r}: use 1-64 of A-Z a-z 0-9 _ . : -"
+            f"invalid queue name {values.shown(text)}: use {names.QUEUE_RULE}"
+        )
+    return text
+
+
+def _schedule_arg(text: str) -> str:
+    if not names.is_schedule(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid schedule name {values.shown(text)}: use {names.SCHEDULE_RULE}"
         )
     return text
 
@@ -156,7 +133,7 @@ def _uuid_arg(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
+        raise argparse.ArgumentTypeError(f"{values.shown(text)} is not a UUID") from None
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
@@ -164,7 +141,7 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+            raise argparse.ArgumentTypeError(f"{values.shown(text)} is not an integer") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
         return value
@@ -172,21 +149,35 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a refused argument is one line on stderr (the usage block only
+    with --help) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _print_error(errors.WorkerError(f"{self.prog}: {message} (see --help)"))
+        raise SystemExit(EXIT_USAGE)
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # `--queue=--` gives the option the value "--" (a valid queue name); argparse up to
+        # 3.12 drops it as if it were the end-of-options marker and stores [] unchecked.
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m worker",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"worker {__version__}")
-    parser.add_argument(
-        "--once", action="store_true", help="drain every due job, print a JSON summary and exit"
-    )
+    _add_run_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("run", help="run as a daemon (the default)").add_argument(
-        "--once", action="store_true", help="drain every due job and exit"
-    )
+    _add_run_options(commands.add_parser("run", help="run as a daemon (the default)"))
     commands.add_parser("migrate", help="apply pending schema migrations").add_argument(
         "--reference",
         action="store_true",
@@ -210,8 +201,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many echo jobs to enqueue (default 20)",
     )
     _add_job_commands(commands)
-    _add_dashboard(commands)
+    _add_serve(commands)
     return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="one cron-style pass: fire due schedule ticks, rescue, prune, drain every due "
+        "job, print a JSON summary and exit",
+    )
+    parser.add_argument(
+        "--max-jobs", type=_int_range(1, 10_000_000), help="with --once: claim at most N jobs"
+    )
+    parser.add_argument(
+        "--task-type",
+        type=_task_arg,
+        action="append",
+        help="with --once: only this task type (repeatable)",
+    )
+    parser.add_argument(
+        "--queue", type=_name_arg, action="append", help="only this queue (repeatable)"
+    )
 
 
 def _add_job_commands(commands: Any) -> None:
@@ -236,47 +248,52 @@ def _add_job_commands(commands: Any) -> None:
         )
 
 
-_DASHBOARD_DESCRIPTION = """\
-Serve the admin dashboard (and /health) without running any job: pages to watch the queue,
-retry, cancel and run jobs, pause queues and manage schedules, every action audited in
-job_admin_audit. The daemon serves the same dashboard under /dashboard/ when both
-WORKER_HTTP_PORT and WORKER_DASHBOARD_USERS are set.
+_SERVE_DESCRIPTION = """\
+Serve the worker's HTTP application without running the daemon: the JSON API (/api/v1,
+with tokens from WORKER_API_TOKENS or Supabase access tokens), the admin dashboard
+(/dashboard/, when WORKER_DASHBOARD_USERS is set), /health and /metrics. The API's drain
+runs due jobs in this process: a deployment without a daemon calls it from a cron. The
+daemon serves the same application when WORKER_HTTP_PORT is set.
 """
 
-_DASHBOARD_EPILOG = """\
+_SERVE_EPILOG = """\
 settings:
-  WORKER_DASHBOARD_USERS          required: name:password pairs, comma-separated
-                                  (passwords of 12+ characters), e.g.
-                                  "alice:long-password-1,bob:long-password-2"
+  WORKER_API_TOKENS               JSON of named bearer tokens with scopes, e.g.
+                                  '{"ci": {"token": "...", "scopes": ["enqueue"]}}'
+  WORKER_API_JWT_SECRET           accept Supabase access tokens signed with this secret
+  WORKER_DASHBOARD_USERS          name:password pairs, comma-separated (12+ characters)
   WORKER_DASHBOARD_SECURE_COOKIE  true when users reach it over HTTPS (a TLS proxy in front)
-  WORKER_DASHBOARD_SESSION_HOURS  how long a login lasts (default 12)
 
 example:
-  WORKER_DASHBOARD_USERS="alice:$(cat alice.pw)" python -m worker dashboard --port 8081
+  WORKER_DASHBOARD_USERS="alice:$(cat alice.pw)" python -m worker serve --port 8081
   then open http://127.0.0.1:8081/dashboard/
 
 It listens on 127.0.0.1 unless told otherwise: to reach it from elsewhere, put a TLS proxy
-in front and set WORKER_DASHBOARD_SECURE_COOKIE=true rather than exposing plain HTTP.
+in front rather than exposing plain HTTP.
 """
 
 
-def _add_dashboard(commands: Any) -> None:
-    dashboard = commands.add_parser(
-        "dashboard",
-        help="serve the admin dashboard alone (runs no jobs)",
-        description=_DASHBOARD_DESCRIPTION,
-        epilog=_DASHBOARD_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    dashboard.add_argument(
-        "--host",
-        help="address to listen on (default: WORKER_HTTP_HOST, which defaults to 127.0.0.1)",
-    )
-    dashboard.add_argument(
-        "--port",
-        type=_int_range(0, 65535),
-        help="port to listen on (default: WORKER_HTTP_PORT, else 8080)",
-    )
+def _add_serve(commands: Any) -> None:
+    for name, text in (
+        ("serve", "serve the HTTP API, dashboard, /health and /metrics alone (no daemon)"),
+        ("dashboard", "the same as serve"),
+    ):
+        serve = commands.add_parser(
+            name,
+            help=text,
+            description=_SERVE_DESCRIPTION,
+            epilog=_SERVE_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        serve.add_argument(
+            "--host",
+            help="address to listen on (default: WORKER_HTTP_HOST, which defaults to 127.0.0.1)",
+        )
+        serve.add_argument(
+            "--port",
+            type=_int_range(0, 65535),
+            help="port to listen on (default: WORKER_HTTP_PORT, else 8080)",
+        )
 
 
 def _add_enqueue(commands: Any) -> None:
@@ -307,11 +324,9 @@ def _add_enqueue(commands: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    # argparse drops "--" from `--opt=--` and stores [] without calling the option's type.
-    for name, value in vars(args).items():
-        if value == []:
-            parser.error(f"argument --{name.replace('_', '-')}: '--' is not a value")
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.max_jobs is not None and not args.once:
+        parser.error("argument --max-jobs: only with --once")
     # SIGTERM outside the daemon loop must still exit normally, so atexit handlers run
     # (they stop the embedded PostgreSQL when this process is its last user).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -321,10 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.log_format, settings.log_level, observability.Scrubber.from_settings(settings)
         )
         return _dispatch(args, settings)
-    except errors.ConfigError as exc:
-        _print_error(exc)
-        return EXIT_USAGE
-    except (errors.UnknownTask, errors.PermanentJobError) as exc:
+    except _REFUSALS as exc:
         _print_error(exc)
         return EXIT_USAGE
     except (errors.MigrationError, errors.DatabaseUnavailable) as exc:
@@ -332,24 +344,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_DATABASE
 
 
-def _change_job(args: argparse.Namespace, settings: config.Settings) -> int:
-    actor = args.actor or f"cli:{_os_user()}"
-    row, status = _run(service.change_job, settings, args.job_id, args.command, actor)
-    if row is not None:
-        print(json.dumps({"job_id": args.job_id, "action": args.command, "actor": actor}))
-        return EXIT_OK
-    if status is None:
-        _print_error(errors.WorkerError(f"no job {args.job_id}"))
-    else:
-        rule = _JOB_ACTION_RULES[args.command]
-        _print_error(errors.WorkerError(f"job {args.job_id} is {status}: {rule}"))
-    return EXIT_USAGE
-
-
-_JOB_ACTION_RULES = {
-    "retry": "only a failed or cancelled job can be retried",
-    "cancel": "only a pending or running job can be cancelled",
-}
+# Input, state or rights refused: one line and exit code 2 (README "Command line").
+_REFUSALS = (
+    errors.ConfigError,
+    errors.UnknownTask,
+    errors.PermanentJobError,
+    errors.InvalidInput,
+    errors.NotFound,
+    errors.Conflict,
+    errors.ScheduleError,
+    errors.PermissionDenied,
+)
 
 
 def _os_user() -> str:
@@ -357,6 +362,11 @@ def _os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
         return str(os.getuid())
+
+
+def _actor(args: argparse.Namespace) -> Actor:
+    """Who acts from the command line: --actor, else cli:<OS user>."""
+    return Actor(getattr(args, "actor", None) or f"cli:{_os_user()}")
 
 
 def _print_error(exc: Exception) -> None:
@@ -377,79 +387,129 @@ def _run(func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, **kwargs: An
     return anyio.run(call, backend="asyncio", backend_options={"use_uvloop": True})
 
 
+AdminCall = Callable[[AdminStore, Registry], Coroutine[Any, Any, Any]]
+
+
+def _admin(settings: config.Settings, call: AdminCall) -> Any:
+    """Run one admin use case on the database (worker.admin)."""
+
+    async def session() -> Any:
+        async with service.admin(settings) as (admin, registry):
+            return await call(admin, registry)
+
+    return _run(session)
+
+
 def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
     command = args.command or "run"
     if command == "run":
-        summary = _run(service.run, settings, once=args.once)
-        if args.once:
-            print(json.dumps(summary.as_dict(), default=str))
-        return EXIT_JOBS_FAILED if summary.failed else EXIT_OK
+        return _run_command(args, settings)
     if command == "migrate":
         applied = _run(service.migrate, settings, reference=args.reference)
-        names = [
+        shown = [
             f"{'' if m.migration_set == 'core' else m.migration_set + '/'}{m.version:04d}_{m.name}"
             for m in applied
         ]
-        print(json.dumps({"applied": names}))
+        print(json.dumps({"applied": shown}))
         return EXIT_OK
-    if command == "enqueue":
-        return _enqueue(args, settings)
-    if command == "show":
-        shown = _run(service.show_job, settings, args.job_id, runs=args.runs)
-        if shown is None:
-            _print_error(errors.WorkerError(f"no job {args.job_id}"))
-            return EXIT_USAGE
-        print(_json(shown))
+    if command in ("serve", "dashboard"):
+        _run(service.serve, settings, host=args.host, port=args.port)
         return EXIT_OK
-    if command in ("retry", "cancel"):
-        return _change_job(args, settings)
+    if command == "demo":
+        summary, report = _run(service.demo, settings, jobs=args.jobs)
+        print(json.dumps(_once_output(summary, report), default=str))
+        return EXIT_JOBS_FAILED if summary.failed else EXIT_OK
     if command == "schedules":
         return _schedules(args, settings)
-    if command in ("pause", "resume"):
-        changed = _run(
-            service.set_paused,
-            settings,
-            args.queue,
-            command == "pause",
-            getattr(args, "reason", None),
+    return _admin_command(command, args, settings)
+
+
+def _run_command(args: argparse.Namespace, settings: config.Settings) -> int:
+    summary, report = _run(
+        service.run,
+        settings,
+        once=args.once,
+        max_jobs=args.max_jobs,
+        task_types=args.task_type,
+        queues=args.queue,
+    )
+    if not args.once:
+        return EXIT_OK  # a clean shutdown, whatever the jobs did (their outcomes are logged)
+    print(json.dumps(_once_output(summary, report), default=str))
+    return EXIT_JOBS_FAILED if summary.failed else EXIT_OK
+
+
+def _once_output(summary: Any, report: service.OnceReport) -> dict[str, Any]:
+    return {
+        **summary.as_dict(),
+        "ticks": report.ticks,
+        "rescued": report.rescued,
+        "pruned": {"jobs": report.pruned_jobs, "runs": report.pruned_runs},
+    }
+
+
+def _admin_command(command: str, args: argparse.Namespace, settings: config.Settings) -> int:
+    actor = _actor(args)
+    if command == "enqueue":
+        job = JobRequest(
+            task_type=args.task,
+            payload=args.payload,
+            run_at=args.run_at,
+            queue=args.queue,
+            priority=args.priority,
+            max_attempts=args.max_attempts,
+            dedupe_key=args.dedupe_key,
+            requested_by=args.user_id,
         )
+        # Refused before the database is touched: a typo is no reason to wait for it.
+        admin_jobs.check_payload(
+            service.load_handlers(settings), job.task_type, job.payload, force=args.force
+        )
+        done = _admin(
+            settings,
+            lambda admin, registry: admin_jobs.enqueue(
+                admin, registry, actor, job, force=args.force
+            ),
+        )
+        if done.created:
+            print(json.dumps({"job_id": done.job_id}))
+        else:
+            print(
+                json.dumps(
+                    {"job_id": done.job_id, "duplicate": True, "dedupe_key": args.dedupe_key}
+                )
+            )
+        return EXIT_OK
+    if command == "show":
+        print(
+            _json(
+                _admin(
+                    settings, lambda admin, _: admin_jobs.show(admin, args.job_id, runs=args.runs)
+                )
+            )
+        )
+        return EXIT_OK
+    if command in ("retry", "cancel"):
+        change = admin_jobs.retry if command == "retry" else admin_jobs.cancel
+        _admin(settings, lambda admin, _: change(admin, actor, args.job_id))
+        print(json.dumps({"job_id": args.job_id, "action": command, "actor": actor.name}))
+        return EXIT_OK
+    if command in ("pause", "resume"):
+        if command == "pause":
+            changed = _admin(
+                settings, lambda admin, _: admin_queues.pause(admin, actor, args.queue, args.reason)
+            )
+        else:
+            changed = _admin(
+                settings, lambda admin, _: admin_queues.resume(admin, actor, args.queue)
+            )
         print(json.dumps({"queue": args.queue, "paused": command == "pause", "changed": changed}))
         return EXIT_OK
     if command == "status":
-        report = _run(service.status, settings)
+        report = _admin(settings, admin_status.report)
         print(json.dumps(report, default=str, indent=2) if args.json else _format_status(report))
         return EXIT_OK
-    if command == "demo":
-        summary = _run(service.demo, settings, jobs=args.jobs)
-        print(json.dumps(summary.as_dict(), default=str))
-        return EXIT_JOBS_FAILED if summary.failed else EXIT_OK
-    if command == "dashboard":
-        port = args.port if args.port is not None else (settings.http_port or 8080)
-        _run(service.serve_dashboard, settings, host=args.host or settings.http_host, port=port)
-        return EXIT_OK
     raise AssertionError(command)
-
-
-def _enqueue(args: argparse.Namespace, settings: config.Settings) -> int:
-    job_id = _run(
-        service.enqueue,
-        settings,
-        args.task,
-        args.payload,
-        force=args.force,
-        run_at=args.run_at,
-        queue=args.queue,
-        priority=args.priority,
-        max_attempts=args.max_attempts,
-        dedupe_key=args.dedupe_key,
-        run_type="manual",
-        requested_by=args.user_id,
-    )
-    if job_id is None:
-        print(json.dumps({"job_id": None, "duplicate": True, "dedupe_key": args.dedupe_key}))
-    else:
-        print(json.dumps({"job_id": job_id}))
-    return EXIT_OK
 
 
 def _format_status(report: dict[str, Any]) -> str:
@@ -506,13 +566,13 @@ def _add_schedules(commands: Any) -> None:
     listing = actions.add_parser("list", help="every schedule, its next run and last result")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add = actions.add_parser("add", help="create a schedule")
-    add.add_argument("name", type=_text_arg, help="unique name, e.g. nightly_report")
+    add.add_argument("name", type=_schedule_arg, help="unique name, e.g. nightly_report")
     add.add_argument("--cron", required=True, help="e.g. '*/15 * * * *' or @daily")
     add.add_argument("--task", required=True, help="task type each tick enqueues")
     _add_schedule_options(add, defaults=True)
     add.add_argument("--paused", action="store_true", help="create it paused")
     change = actions.add_parser("set", help="change a schedule (a new cron re-times it)")
-    change.add_argument("name", type=_text_arg)
+    change.add_argument("name", type=_schedule_arg)
     change.add_argument("--cron", help="new cron expression")
     change.add_argument("--task", help="new task type")
     _add_schedule_options(change, defaults=False)
@@ -521,9 +581,9 @@ def _add_schedules(commands: Any) -> None:
         ("resume", "start again (ticks missed while paused are not run)"),
         ("remove", "delete a schedule (its jobs and history stay)"),
     ):
-        actions.add_parser(action, help=text).add_argument("name", type=_text_arg)
+        actions.add_parser(action, help=text).add_argument("name", type=_schedule_arg)
     history = actions.add_parser("history", help="a schedule's latest runs (job_runs)")
-    history.add_argument("name", type=_text_arg)
+    history.add_argument("name", type=_schedule_arg)
     history.add_argument("--limit", type=_int_range(1, 1000), default=20, help="default 20")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -550,27 +610,31 @@ def _add_schedule_options(parser: argparse.ArgumentParser, *, defaults: bool) ->
 
 
 def _schedules(args: argparse.Namespace, settings: config.Settings) -> int:
-    try:
-        if args.action == "list":
-            rows = _run(service.list_schedules, settings)
-            print(_json(rows) if args.json else _format_schedules(rows))
-        elif args.action == "history":
-            runs = _run(service.schedule_history, settings, args.name, args.limit)
-            print(_json(runs) if args.json else _format_history(args.name, runs))
-        elif args.action == "remove":
-            _run(service.remove_schedule, settings, args.name)
-            print(json.dumps({"removed": args.name}))
-        else:
-            print(_json({"schedule": _change_schedule(args, settings)}))
-    except errors.ScheduleError as exc:
-        _print_error(exc)
-        return EXIT_USAGE
+    actor, name = _actor(args), str(getattr(args, "name", ""))
+    if args.action == "list":
+        rows = _admin(settings, admin_schedules.list_all)
+        print(_json(rows) if args.json else _format_schedules(rows))
+    elif args.action == "history":
+        runs = _admin(settings, lambda admin, _: admin_schedules.history(admin, name, args.limit))
+        print(_json(runs) if args.json else _format_history(args.name, runs))
+    elif args.action == "remove":
+        _admin(settings, lambda admin, _: admin_schedules.remove(admin, actor, name))
+        print(json.dumps({"removed": args.name}))
+    elif args.action in ("pause", "resume"):
+        active = args.action == "resume"
+        row = _admin(
+            settings,
+            lambda admin, registry: admin_schedules.set_active(
+                admin, registry, actor, name, active
+            ),
+        )
+        print(_json({"schedule": row}))
+    else:
+        print(_json({"schedule": _change_schedule(args, settings, actor)}))
     return EXIT_OK
 
 
-def _change_schedule(args: argparse.Namespace, settings: config.Settings) -> Any:
-    if args.action in ("pause", "resume"):
-        return _run(service.set_schedule_active, settings, args.name, args.action == "resume")
+def _change_schedule(args: argparse.Namespace, settings: config.Settings, actor: Actor) -> Any:
     fields = {
         "cron": args.cron,
         "task_type": args.task,
@@ -582,18 +646,27 @@ def _change_schedule(args: argparse.Namespace, settings: config.Settings) -> Any
         "missed": args.missed,
     }
     if args.action == "add":
-        return _run(
-            service.add_schedule,
+        return _admin(
             settings,
-            args.name,
-            active=not args.paused,
-            force=args.force,
-            **fields,
+            lambda admin, registry: admin_schedules.create(
+                admin,
+                registry,
+                actor,
+                args.name,
+                active=not args.paused,
+                force=args.force,
+                **fields,
+            ),
         )
     changes = {key: value for key, value in fields.items() if value is not None}
     if not changes:
         raise errors.ScheduleError("nothing to change: pass --cron, --task, --payload, ...")
-    return _run(service.update_schedule, settings, args.name, changes, force=args.force)
+    return _admin(
+        settings,
+        lambda admin, registry: admin_schedules.update(
+            admin, registry, actor, args.name, changes, force=args.force
+        ),
+    )
 
 
 def _json(value: Any) -> str:

@@ -7,9 +7,12 @@ naming the variable (`load()` raises `errors.ConfigError`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -101,9 +104,14 @@ class Settings(BaseSettings):
     """`auto`: readable console lines in a terminal, JSON lines otherwise."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     http_port: int | None = Field(default=None, ge=0, le=65535)
-    """Port of the /health and /metrics endpoint. Unset: no endpoint (the Dockerfile sets 8080)."""
+    """Port of the worker's HTTP server: /health, /metrics, the JSON API (/api/v1) and the
+    dashboard. Unset: no HTTP server (the Dockerfile sets 8080)."""
     http_host: str = "127.0.0.1"
     """Address the endpoint listens on (the Dockerfile sets 0.0.0.0 for platform checks)."""
+    http_forwarded_allow_ips: str = Field(default="127.0.0.1", min_length=1, max_length=1000)
+    """Proxies whose X-Forwarded-For is trusted for the client's address (comma-separated
+    addresses or networks, `*` for any): the address the API's and the dashboard's failed
+    login limits count against."""
     dashboard_users: SecretStr | None = None
     """Dashboard logins, `name:password` pairs, comma-separated (names: 1-64 of A-Z a-z 0-9
     _ . @ -; passwords: at least 12 characters, no comma). Unset: no dashboard. With
@@ -114,6 +122,30 @@ class Settings(BaseSettings):
     localhost."""
     dashboard_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     """How long a dashboard login lasts."""
+    api_tokens: SecretStr | None = None
+    """Bearer tokens of the HTTP API (/api/v1), JSON: `{"ci": {"token": "...", "scopes":
+    ["enqueue"]}}`; a token may be given as `"token_sha256"` (hex) instead of in clear.
+    Scopes: read, enqueue, admin (admin includes the other two). Tokens: 24+ characters."""
+    api_jwt_secret: SecretStr | None = None
+    """The Supabase project's JWT secret: signed (HS256), unexpired access tokens are
+    accepted by the HTTP API, their `sub` is the user of manual runs, and their scopes come
+    from WORKER_API_JWT_SCOPES_CLAIM. A token whose `role` is `service_role` has every
+    scope. Unset: no JWT is accepted."""
+    api_jwt_scopes_claim: str = Field(
+        default="app_metadata.job_scopes",
+        pattern=r"^[A-Za-z0-9_]{1,64}(\.[A-Za-z0-9_]{1,64}){0,4}$",
+    )
+    """Dotted path of the claim listing a user's scopes in an access token."""
+    api_jwt_audience: str = Field(default="authenticated", min_length=1, max_length=200)
+    """The `aud` a user's access token must carry (Supabase: authenticated)."""
+    auth_failures_per_minute: int = Field(default=10, ge=1, le=1_000_000)
+    """Failed authentications (API tokens, dashboard logins) a client address may make in a
+    minute; beyond it, 429 until the minute has passed."""
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Largest request body the HTTP server reads (larger: 413)."""
+    metrics_public: bool = False
+    """Serve /metrics without credentials (for a scraper on a private network that cannot
+    send a token, such as Fly's). Off: /metrics needs a token with the read scope."""
     health_stale_s: float | None = Field(default=None, gt=0, le=86_400)
     """/health fails when a loop is silent this long. Unset: max(3 × poll interval, 30 s)."""
     sentry_environment: str | None = None
@@ -156,6 +188,23 @@ class Settings(BaseSettings):
         dashboard_users(value)  # raises ValueError naming the problem, never a password
         return value
 
+    @field_validator("api_tokens")
+    @classmethod
+    def _check_api_tokens(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        api_tokens(value)  # raises ValueError naming the token at fault, never its value
+        return value
+
+    @field_validator("api_jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value()) < MIN_JWT_SECRET_CHARS:
+            raise ValueError(f"shorter than {MIN_JWT_SECRET_CHARS} characters")
+        return value
+
     @field_validator("handler_modules")
     @classmethod
     def _check_handler_modules(cls, value: list[str]) -> list[str]:
@@ -188,7 +237,7 @@ class Settings(BaseSettings):
         return value
 
 
-_SECRET_FIELDS = {"database_url", "sentry_dsn", "dashboard_users"}
+_SECRET_FIELDS = {"database_url", "sentry_dsn", "dashboard_users", "api_tokens", "api_jwt_secret"}
 _ALIASES = {
     alias: name
     for name in _SECRET_FIELDS
@@ -222,6 +271,82 @@ def dashboard_users(value: SecretStr | None) -> dict[str, str]:
             raise ValueError(f"user {name!r} is listed twice")
         users[name] = password
     return users
+
+
+SCOPES = ("read", "enqueue", "admin")
+MIN_API_TOKEN_CHARS = 24
+MIN_JWT_SECRET_CHARS = 32
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """One entry of WORKER_API_TOKENS: the token is kept only as its SHA-256 digest."""
+
+    name: str
+    sha256: bytes
+    scopes: frozenset[str]
+
+
+def api_tokens(value: SecretStr | None) -> dict[str, ApiToken]:
+    """The tokens of WORKER_API_TOKENS by name (empty when unset); ValueError on a bad
+    value, naming the entry at fault and never showing a token."""
+    if value is None:
+        return {}
+    try:
+        data = json.loads(value.get_secret_value())
+    except ValueError:
+        raise ValueError("not valid JSON (an object of named tokens)") from None
+    if not isinstance(data, dict):
+        raise ValueError('must be a JSON object: {"name": {"token": "...", "scopes": [...]}}')
+    tokens: dict[str, ApiToken] = {}
+    for name, entry in data.items():
+        if not _TOKEN_NAME.fullmatch(name):
+            raise ValueError(f"token names are 1-64 of A-Z a-z 0-9 _ . @ - (got {_shown(name)})")
+        tokens[name] = _api_token(name, entry)
+    return tokens
+
+
+def _api_token(name: str, entry: Any) -> ApiToken:
+    if not isinstance(entry, dict) or set(entry) - {"token", "token_sha256", "scopes"}:
+        raise ValueError(f"token {name!r}: use keys token (or token_sha256) and scopes")
+    scopes = entry.get("scopes")
+    if (
+        not isinstance(scopes, list)
+        or not scopes
+        or not all(isinstance(s, str) and s in SCOPES for s in scopes)
+    ):
+        raise ValueError(f"token {name!r}: scopes must be a non-empty list of {', '.join(SCOPES)}")
+    token, digest = entry.get("token"), entry.get("token_sha256")
+    if (token is None) == (digest is None):
+        raise ValueError(f"token {name!r}: give exactly one of token and token_sha256")
+    if token is not None:
+        if not isinstance(token, str) or len(token) < MIN_API_TOKEN_CHARS:
+            raise ValueError(f"token {name!r} is shorter than {MIN_API_TOKEN_CHARS} characters")
+        sha256 = hashlib.sha256(token.encode()).digest()
+    else:
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest.lower()):
+            raise ValueError(f"token {name!r}: token_sha256 must be 64 hex digits")
+        sha256 = bytes.fromhex(digest)
+    return ApiToken(name, sha256, frozenset(scopes))
+
+
+def api_token_values(value: SecretStr | None) -> list[str]:
+    """The clear-text tokens of WORKER_API_TOKENS (for the scrubber)."""
+    if value is None:
+        return []
+    try:
+        data = json.loads(value.get_secret_value())
+    except ValueError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    return [
+        entry["token"]
+        for entry in data.values()
+        if isinstance(entry, dict) and isinstance(entry.get("token"), str)
+    ]
 
 
 def _shown(value: Any) -> str:

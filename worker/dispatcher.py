@@ -140,7 +140,12 @@ class Dispatcher:
         once: bool = False,
         keep_results: bool = True,
         observer: Observer | None = None,
+        max_jobs: int | None = None,
+        claim_for_s: float | None = None,
     ) -> None:
+        """`once`: stop when no due job is left (--once, the HTTP API's drain). `max_jobs`:
+        claim at most that many jobs in all; `claim_for_s`: claim nothing after that long.
+        Either ends a `once` run when its jobs are done."""
         self.db = db
         self.observer: Observer = observer or NullObserver()
         self.registry = registry
@@ -153,6 +158,10 @@ class Dispatcher:
         self._max_attempts = [registry.get(name).max_attempts for name in self._task_types]
         self._busy = 0  # slots: claimed and not yet durably finished, or reserved for a claim
         self._more_due = False  # the last claim came back full: more jobs are probably due
+        self._budget = math.inf if max_jobs is None else max_jobs  # jobs left to claim
+        self._claim_until = (
+            math.inf if claim_for_s is None else self.clock.monotonic() + claim_for_s
+        )
         self._base_spec = store.ClaimSpec(
             queues=settings.queues,
             limit=0,
@@ -229,6 +238,8 @@ class Dispatcher:
             self._wake_claimer.clear()
             asked = self._reserve()
             if asked == 0:
+                if self.once and self._busy == 0 and self._claims_over():
+                    return
                 with anyio.move_on_after(self.settings.poll_interval_s):
                     await self._wake_claimer.wait()
                 continue
@@ -245,14 +256,22 @@ class Dispatcher:
         """Take up to claim_batch free slots for a claim about to be sent (`freed`: slots a
         write in the same statement is about to free). Reserving before the await keeps the
         claimer and the flusher from claiming the same slots twice."""
+        if self._claims_over():
+            return 0
         free = self.settings.concurrency - self._busy + freed
-        asked = max(0, min(free, self.settings.claim_batch))
+        asked = int(max(0, min(free, self.settings.claim_batch, self._budget)))
         self._busy += asked
+        self._budget -= asked
         return asked
+
+    def _claims_over(self) -> bool:
+        """max_jobs claimed, or claim_for_s passed: claim no more."""
+        return self._budget <= 0 or self.clock.monotonic() >= self._claim_until
 
     def _started(self, rows: list[store.Record], asked: int) -> None:
         """Start the claimed jobs; give back the reserved slots the claim did not fill."""
         self._busy -= asked - len(rows)
+        self._budget += asked - len(rows)
         self._more_due = len(rows) == asked > 0
         for row in rows:
             self._start(executor.job_from_record(row))

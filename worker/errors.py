@@ -7,6 +7,10 @@
     ├── UnknownTask          no handler is registered under a task type
     ├── DuplicateHandler     a task type was registered twice
     ├── ScheduleError        a schedule is invalid (cron, timezone, task type...) or unknown
+    ├── InvalidInput         an admin's input is refused (a payload its handler rejects, ...)
+    ├── NotFound             an admin action names a job, schedule or queue that does not exist
+    ├── Conflict             an admin action does not apply to the object's current state
+    ├── PermissionDenied     the database role may not do what was asked
     └── JobError             raised by or on behalf of a handler
         ├── PermanentJobError    never retried: bad payload, unknown entity
         ├── RetryLater           retry after `delay_s` seconds (rate limits, not-yet-ready)
@@ -46,6 +50,34 @@ class DuplicateHandler(WorkerError):
 class ScheduleError(WorkerError):
     """A schedule was refused (invalid cron expression, timezone, task type...) or does not
     exist. The message is one line, fit to show an admin."""
+
+
+class InvalidInput(WorkerError):
+    """An admin's input is refused before anything is written: a payload the handler's model
+    rejects, a task type no handler serves. `problems` holds (location, message) pairs, the
+    location a JSON pointer into the request (`/payload/user_id`)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class NotFound(WorkerError):
+    """An admin action (CLI, HTTP API, dashboard) names something that does not exist."""
+
+
+class Conflict(WorkerError):
+    """An admin action does not apply to the current state (retrying a running job,
+    cancelling a finished one); nothing was changed. `state` is what the object is now."""
+
+    def __init__(self, message: str, *, state: str | None = None) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class PermissionDenied(WorkerError):
+    """The database role (or the API caller) may not do this: an admin command run as the
+    worker's least-privilege role, a token without the scope."""
 
 
 class JobError(WorkerError):

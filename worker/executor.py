@@ -109,12 +109,15 @@ def parse_payload(handler: Handler, raw: Any) -> pydantic.BaseModel:
     try:
         return handler.payload.model_validate(raw)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{where or 'payload'}: {what}" for where, what in problems_of(exc))
         raise errors.PermanentJobError(
             f"invalid payload for {handler.name!r}: {problems}"
         ) from None
+
+
+def problems_of(exc: pydantic.ValidationError) -> list[tuple[str, str]]:
+    """(dotted field path, message) for each error pydantic found."""
+    return [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
 
 
 class Deadlines:

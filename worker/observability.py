@@ -1,12 +1,12 @@
 """Logging, metrics, health and error reporting.
 
 - `configure_logging`: structlog to stderr, JSON lines in production, readable in a terminal.
-- `Telemetry`: the dispatcher's Observer. Keeps Prometheus metrics in memory, remembers when
-  each loop last made progress, and reports jobs that fail for good (errors) or keep failing
+- `Telemetry`: the dispatcher's Observer. Keeps the metrics in memory as plain counters (the
+  web layer's /metrics exposes them through prometheus-client), remembers when each loop
+  last made progress, and reports jobs that fail for good (errors) or keep failing
   (warnings) to Sentry with the same fields the structlog outcome lines carry.
-- `Endpoints`: GET /health and GET /metrics, served by worker.http's small HTTP/1.1 server.
 - `Scrubber`: Sentry's before_send; no secret leaves the process in an event.
-- `running()`: all of the above for the lifetime of a daemon run (service.run).
+- `sentry()`: Sentry for the lifetime of a run (service.run).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import json
 import logging
 import math
 import re
@@ -23,17 +22,15 @@ from collections.abc import (
     AsyncIterator,
     Iterable,
     Iterator,
-    Mapping,
     MutableMapping,
 )
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import asyncpg
 import sentry_sdk
 import structlog
 
-from worker import __version__, config, errors, executor, http, redact, store
+from worker import __version__, config, executor, redact, store
 from worker.clock import Clock, SystemClock
 from worker.config import Settings
 
@@ -125,11 +122,10 @@ DURATION_BUCKETS_S = (
 # A claim is one indexed statement: sub-millisecond locally, tens of ms through a pooler.
 CLAIM_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
-CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
-
 
 class Histogram:
-    """Per-bucket counts (made cumulative when rendered), sum and count."""
+    """Per-bucket counts (made cumulative when exposed), sum and count: plain arithmetic on
+    the dispatcher's path."""
 
     __slots__ = ("bounds", "count", "counts", "sum")
 
@@ -145,36 +141,13 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def samples(self, name: str, labels: Mapping[str, str]) -> Iterator[str]:
-        cumulative = 0
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, count of observations up to it) per bucket, +Inf last."""
+        total, buckets = 0, []
         for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
-            cumulative += count
-            yield sample(f"{name}_bucket", {**labels, "le": format_value(bound)}, cumulative)
-        yield sample(f"{name}_sum", labels, self.sum)
-        yield sample(f"{name}_count", labels, self.count)
-
-
-def format_value(value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
-    if isinstance(value, int) or value.is_integer():
-        return str(int(value))
-    return repr(value)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def sample(name: str, labels: Mapping[str, str], value: float) -> str:
-    if not labels:
-        return f"{name} {format_value(value)}"
-    pairs = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
-    return f"{name}{{{pairs}}} {format_value(value)}"
-
-
-def family(name: str, kind: str, help_text: str) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+            total += count
+            buckets.append((bound, total))
+        return buckets
 
 
 # -- the observer ---------------------------------------------------------------------------
@@ -221,6 +194,18 @@ class Telemetry:
         self.finished_jobs = 0
         self.last_alive: dict[str, float] = {}  # loop name -> clock.monotonic()
         self.loop_intervals_s = loop_intervals_s(settings)
+        self._watched: dict[int, asyncio.Event] = {}  # job id -> set at its next outcome
+
+    def watch(self, job_id: int) -> asyncio.Event:
+        """An event set when this process next writes an outcome of job `job_id` (the HTTP
+        API's ?wait learns of a job run here without asking the database)."""
+        event = self._watched.get(job_id)
+        if event is None:
+            event = self._watched[job_id] = asyncio.Event()
+        return event
+
+    def unwatch(self, job_id: int) -> None:
+        self._watched.pop(job_id, None)
 
     # -- dispatcher.Observer --
 
@@ -231,6 +216,10 @@ class Telemetry:
     def finished(self, outcome: executor.Outcome, written: bool) -> None:
         job = outcome.job
         self.finished_jobs += 1
+        if self._watched:
+            event = self._watched.pop(job.id, None)
+            if event is not None:
+                event.set()
         histogram = self.durations.get(job.task_type)
         if histogram is None:
             histogram = self.durations[job.task_type] = Histogram(DURATION_BUCKETS_S)
@@ -288,50 +277,6 @@ class Telemetry:
             report_job(outcome, "error", "job failed for good")
         elif outcome.job.attempt >= self.settings.sentry_repeat_failures:
             report_job(outcome, "warning", "job failing repeatedly")
-
-    # -- exposition --
-
-    def metric_lines(self) -> Iterator[str]:
-        """The in-memory metrics, in Prometheus text format 0.0.4."""
-        yield from family("worker_info", "gauge", "This worker process (value is always 1).")
-        yield sample(
-            "worker_info", {"version": __version__, "worker_id": self.settings.worker_id}, 1
-        )
-        yield from family(
-            "worker_jobs_total", "counter", "Attempts written, by task type, queue and outcome."
-        )
-        for (task_type, queue, outcome), count in sorted(self.jobs.items()):
-            labels = {"task_type": task_type, "queue": queue, "outcome": outcome}
-            yield sample("worker_jobs_total", labels, count)
-        yield from family(
-            "worker_jobs_lease_lost_total",
-            "counter",
-            "Attempts whose outcome was not written: the lease had expired and been rescued.",
-        )
-        for (task_type, queue), count in sorted(self.lease_lost.items()):
-            yield sample(
-                "worker_jobs_lease_lost_total", {"task_type": task_type, "queue": queue}, count
-            )
-        yield from family(
-            "worker_job_duration_seconds", "histogram", "Handler run time per attempt."
-        )
-        for task_type, histogram in sorted(self.durations.items()):
-            yield from histogram.samples("worker_job_duration_seconds", {"task_type": task_type})
-        yield from family(
-            "worker_claim_duration_seconds", "histogram", "Latency of one claim statement."
-        )
-        yield from self.claims.samples("worker_claim_duration_seconds", {})
-        yield from family("worker_claimed_jobs_total", "counter", "Jobs claimed by this worker.")
-        yield sample("worker_claimed_jobs_total", {}, self.claimed_jobs)
-        yield from family("worker_jobs_in_flight", "gauge", "Jobs claimed and not yet finished.")
-        yield sample("worker_jobs_in_flight", {}, self.in_flight)
-        yield from family(
-            "worker_loop_seconds_since_alive",
-            "gauge",
-            "Seconds since each long-running loop last made progress.",
-        )
-        for loop, age_s in self.loop_ages().items():
-            yield sample("worker_loop_seconds_since_alive", {"loop": loop}, round(age_s, 3))
 
 
 def report_job(outcome: executor.Outcome, level: Literal["error", "warning"], title: str) -> None:
@@ -483,9 +428,9 @@ _ENGINE_FIELDS = frozenset(
 
 
 def settings_secrets(settings: Settings) -> Iterator[str]:
-    """Every SecretStr of the settings, the Sentry DSN's key (its user part) and each dashboard
-    password (WORKER_DASHBOARD_USERS is `name:password` pairs: the whole value alone would
-    not match one password in a text)."""
+    """Every SecretStr of the settings, the Sentry DSN's key (its user part), each dashboard
+    password and each API token (WORKER_DASHBOARD_USERS and WORKER_API_TOKENS hold several:
+    the whole value alone would not match one of them in a text)."""
     yield from redact.secret_values(settings)
     if settings.sentry_dsn is not None:
         with contextlib.suppress(ValueError):
@@ -494,6 +439,7 @@ def settings_secrets(settings: Settings) -> Iterator[str]:
                 yield key
     with contextlib.suppress(ValueError):
         yield from config.dashboard_users(settings.dashboard_users).values()
+    yield from config.api_token_values(settings.api_tokens)
 
 
 def sentry_options(settings: Settings) -> dict[str, Any]:
@@ -519,150 +465,13 @@ def init_sentry(settings: Settings) -> bool:
     return True
 
 
-# -- the endpoints ------------------------------------------------------------------------------
-
-
-# The database is away, slow, or refuses the statement (a schema not migrated yet).
-_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    *store.CONNECTION_ERRORS,
-    asyncpg.PostgresError,
-)
-
-
-class Endpoints:
-    """/health and /metrics for one worker: its Telemetry plus a look at the database."""
-
-    def __init__(
-        self,
-        telemetry: Telemetry,
-        db: store.Store,
-        *,
-        ping_timeout_s: float = 2.0,
-        query_timeout_s: float = 5.0,
-    ) -> None:
-        self.telemetry = telemetry
-        self.db = db
-        self.ping_timeout_s = ping_timeout_s
-        self.query_timeout_s = query_timeout_s
-
-    def routes(self) -> http.Router:
-        router = http.Router()
-        self.add_routes(router)
-        return router
-
-    def add_routes(self, router: http.Router) -> None:
-        router.get("/health", self.health)
-        router.get("/metrics", self.metrics)
-
-    async def health(self, request: http.Request | None = None) -> http.Response:
-        """200 when the database answers quickly and every loop reported recently; else 503."""
-        database = await self._ping()
-        problems = [] if database["ok"] else [f"database: {database['error']}"]
-        problems += self.telemetry.liveness_problems()
-        body = {
-            "status": "unhealthy" if problems else "ok",
-            "problems": problems,
-            "worker_id": self.telemetry.settings.worker_id,
-            "database": database,
-            "loops": {
-                loop: {"seconds_since_alive": round(age_s, 3)}
-                for loop, age_s in self.telemetry.loop_ages().items()
-            },
-            "jobs_in_flight": self.telemetry.in_flight,
-        }
-        return http.Response(
-            503 if problems else 200,
-            json.dumps(body).encode() + b"\n",
-            content_type="application/json",
-        )
-
-    async def _ping(self) -> dict[str, Any]:
-        t0 = self.telemetry.clock.monotonic()
-        try:
-            # A pool connection, so a pool exhausted for longer than the timeout shows too.
-            async with asyncio.timeout(self.ping_timeout_s):
-                _, version = await self.db.server_version()
-        except TimeoutError:
-            return {"ok": False, "error": f"no answer within {self.ping_timeout_s:g}s"}
-        except _DATABASE_ERRORS as exc:
-            return {"ok": False, "error": executor.describe(exc)}
-        latency_ms = (self.telemetry.clock.monotonic() - t0) * 1000
-        return {"ok": True, "server_version": version, "latency_ms": round(latency_ms, 2)}
-
-    async def metrics(self, request: http.Request | None = None) -> http.Response:
-        rows: list[store.Record] | None
-        try:
-            async with asyncio.timeout(self.query_timeout_s):
-                rows = await self.db.queue_metrics()
-        except _DATABASE_ERRORS as exc:
-            log.warning("metrics_query_failed", error=executor.describe(exc))
-            rows = None
-        lines = [*self.telemetry.metric_lines(), *queue_metric_lines(rows, self.telemetry.settings)]
-        return http.Response(
-            200, ("\n".join(lines) + "\n").encode(), content_type=CONTENT_TYPE_METRICS
-        )
-
-
-def queue_metric_lines(rows: list[store.Record] | None, settings: Settings) -> Iterator[str]:
-    """Queue depth and lag from the scrape-time query. These describe the shared table, not
-    this worker: every replica reports the same values (aggregate with max, not sum)."""
-    yield from family("worker_database_up", "gauge", "1 if the scrape-time queue query succeeded.")
-    yield sample("worker_database_up", {}, 0 if rows is None else 1)
-    if rows is None:
-        return
-    # Configured queues report zeros, so an idle queue is a flat line, not a gap.
-    depth = {(queue, status): 0 for queue in settings.queues for status in ("pending", "running")}
-    age = dict.fromkeys(settings.queues, 0.0)
-    for row in rows:
-        depth[(row["queue"], row["status"])] = row["jobs"]
-        if row["status"] == "pending":
-            age[row["queue"]] = row["oldest_due_age_s"]
-    yield from family("worker_queue_jobs", "gauge", "Live jobs in the table, by queue and status.")
-    for (queue, status), jobs in sorted(depth.items()):
-        yield sample("worker_queue_jobs", {"queue": queue, "status": status}, jobs)
-    yield from family(
-        "worker_queue_oldest_pending_age_seconds",
-        "gauge",
-        "Age of the oldest due pending job by queue (0 when none is due): the queue's lag.",
-    )
-    for queue, age_s in sorted(age.items()):
-        yield sample("worker_queue_oldest_pending_age_seconds", {"queue": queue}, round(age_s, 3))
-
-
-# -- the daemon's lifetime ------------------------------------------------------------------------
-
-
 @contextlib.asynccontextmanager
-async def running(
-    settings: Settings,
-    db: store.Store,
-    *,
-    clock: Clock | None = None,
-    mounts: Mapping[str, http.Handler] | None = None,
-) -> AsyncIterator[Telemetry]:
-    """Sentry and the /health + /metrics endpoint for as long as the daemon runs; `mounts`
-    adds applications under a path prefix (the dashboard under /dashboard)."""
-    telemetry = Telemetry(settings, clock=clock)
+async def sentry(settings: Settings) -> AsyncIterator[bool]:
+    """Sentry for as long as a run lasts (when SENTRY_DSN is set); yields whether it is on."""
     sentry_on = init_sentry(settings)
-    server: http.HttpServer | None = None
     try:
-        if settings.http_port is not None:
-            router = Endpoints(telemetry, db).routes()
-            for prefix, app in (mounts or {}).items():
-                router.mount(prefix, app)
-            server = http.HttpServer(router, host=settings.http_host, port=settings.http_port)
-            try:
-                await server.start()
-            except OSError as exc:
-                raise errors.ConfigError(
-                    f"WORKER_HTTP_PORT: cannot listen on {settings.http_host}:"
-                    f"{settings.http_port}: {exc.strerror or exc}"
-                ) from None
-            log.info("http_listening", host=settings.http_host, port=server.port)
-        yield telemetry
+        yield sentry_on
     finally:
-        if server is not None:
-            await server.close()
         if sentry_on:
             # Blocks up to 2 s, once, at exit: sends what the shutdown itself reported.
             sentry_sdk.get_client().close(timeout=2.0)

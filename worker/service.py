@@ -1,4 +1,14 @@
-"""The worker process: find the database, load handlers, run the dispatcher under signals."""
+"""The worker's runtime: find the database, load handlers, and run what a command asks for.
+
+- `run()`: the daemon (dispatcher, heartbeat, rescuer, pruner, scheduler, and the web
+  application on WORKER_HTTP_PORT) until SIGTERM/SIGINT; or with `once`, one cron-style
+  pass: due schedule ticks, rescue, prune, then drain the due jobs and stop.
+- `serve()`: the web application alone (`python -m worker serve`).
+- `migrate()`, `demo()`, `admin()` (the CLI's admin commands).
+
+This module and cli.py are the top layer: they may use worker.web and worker.admin; the
+engine modules below them never do.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +16,11 @@ import contextlib
 import importlib
 import signal
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
+import anyio.abc
 import asyncpg
 import structlog
 import tenacity
@@ -18,17 +30,18 @@ from worker import (
     embedded,
     errors,
     executor,
-    http,
     maintenance,
     migrations,
     observability,
     scheduler,
     store,
 )
+from worker.admin.store import AdminStore
 from worker.clock import SystemClock
 from worker.config import Settings
-from worker.dashboard import app as dashboard
 from worker.registry import REGISTRY, Registry
+from worker.web import app as web
+from worker.web.services import DrainRequest, Services
 
 log = structlog.get_logger("worker.service")
 
@@ -126,45 +139,109 @@ async def database(
         await db.close()
 
 
-async def run(settings: Settings, *, once: bool) -> dispatcher.Summary:
-    """Run until stopped (SIGTERM/SIGINT) or, with `once`, until no due job is left."""
+@contextlib.asynccontextmanager
+async def admin(settings: Settings) -> AsyncIterator[tuple[AdminStore, Registry]]:
+    """For the CLI's admin commands: the control plane's store and this worker's handlers."""
     registry = load_handlers(settings)
-    async with database(settings) as db, _observed(settings, db, once=once) as telemetry:
-        if settings.scheduler and not once:
+    async with database(settings) as db:
+        yield AdminStore(db.pool), registry
+
+
+# -- the daemon and --once ---------------------------------------------------------------------
+
+
+@dataclass
+class OnceReport:
+    """What a `--once` pass did besides draining (printed with the drain's summary)."""
+
+    ticks: list[dict[str, Any]] = field(default_factory=list)
+    rescued: int = 0
+    pruned_jobs: int = 0
+    pruned_runs: int = 0
+
+
+async def run(
+    settings: Settings,
+    *,
+    once: bool,
+    max_jobs: int | None = None,
+    task_types: list[str] | None = None,
+    queues: list[str] | None = None,
+) -> tuple[dispatcher.Summary, OnceReport]:
+    """Run until stopped (SIGTERM/SIGINT) or, with `once`, until no due job is left.
+
+    `once` is a whole cron-runner pass (GitHub Actions, Railway cron): it fires the due
+    schedule ticks (per their missed-tick policy), rescues expired leases, prunes, reports
+    to Sentry, then drains; `max_jobs`, `task_types` and `queues` bound the drain.
+    """
+    registry = _restricted(load_handlers(settings), task_types)
+    if queues:
+        settings = settings.model_copy(update={"queues": queues})
+    async with database(settings) as db, observability.sentry(settings):
+        telemetry = observability.Telemetry(settings)
+        report = OnceReport()
+        if settings.scheduler:
             await sync_schedule_file(db, settings, registry)
         worker = dispatcher.Dispatcher(
-            db, registry, settings, once=once, keep_results=once, observer=telemetry
+            db,
+            registry,
+            settings,
+            once=once,
+            keep_results=once,
+            observer=telemetry,
+            max_jobs=max_jobs,
         )
         rescuer = maintenance.Rescuer(db, settings, telemetry)
-        async with anyio.create_task_group() as tg:
+        async with contextlib.AsyncExitStack() as stack:
+            if not once and settings.http_port is not None:
+                # Up before the first claim, down after the last job: /health tells a
+                # platform the truth all along, and requests in flight get to finish.
+                services = web_services(settings, db, registry, telemetry)
+                await stack.enter_async_context(_web(services, None, settings.http_port))
+            tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(_forward_signals, worker)
             if once:
-                # A cron-style `--once` deployment has no other rescuer: free the jobs of
-                # crashed runs first, so they are drained too.
-                await rescuer.run_once()
+                await _once_first(db, settings, rescuer, report)
             else:
-                _start_maintenance(tg, db, settings, rescuer, worker.observer)
-                if settings.scheduler:
-                    cron = scheduler.Scheduler(db, settings)
-                    tg.start_soon(cron.run, worker.observer.loop_alive)
+                _start_loops(tg, db, settings, rescuer, telemetry)
             summary = await worker.run()
             tg.cancel_scope.cancel()
-        return summary
+        return summary, report
 
 
-def _observed(
-    settings: Settings, db: store.Store, *, once: bool
-) -> contextlib.AbstractAsyncContextManager[observability.Telemetry | None]:
-    """Metrics, /health and Sentry belong to the daemon; a --once run prints its summary."""
-    if once:
-        return contextlib.nullcontext()
-    mounts: dict[str, http.Handler] = {}
-    if settings.dashboard_users is not None:
-        mounts[dashboard.PREFIX] = dashboard.Dashboard(settings, db)
-    return observability.running(settings, db, mounts=mounts)
+def _restricted(registry: Registry, task_types: list[str] | None) -> Registry:
+    """The registry, or only these of its task types (ConfigError for one it lacks)."""
+    if not task_types:
+        return registry
+    missing = sorted(set(task_types) - set(registry.names()))
+    if missing:
+        known = ", ".join(registry.names()) or "none"
+        raise errors.ConfigError(
+            f"--task-type: no handler for {', '.join(missing)} (known: {known})"
+        )
+    chosen = Registry()
+    for name in task_types:
+        chosen.add(registry.get(name))
+    return chosen
 
 
-def _start_maintenance(
+async def _once_first(
+    db: store.Store, settings: Settings, rescuer: maintenance.Rescuer, report: OnceReport
+) -> None:
+    """What a cron-style deployment has no other loop for: due ticks, rescue, prune."""
+    if settings.scheduler:
+        passed = await scheduler.Scheduler(db, settings).run_once()
+        report.ticks = [
+            {"schedule": name, "tick": tick.isoformat(), "job_id": job_id}
+            for name, tick, job_id in passed.enqueued
+        ]
+    rescued = await rescuer.run_once()
+    report.rescued = rescued.rescued + rescued.failed
+    pruned = await maintenance.Pruner(db, settings, SystemClock()).run_once()
+    report.pruned_jobs, report.pruned_runs = pruned.jobs_deleted, pruned.runs_deleted
+
+
+def _start_loops(
     tg: anyio.abc.TaskGroup,
     db: store.Store,
     settings: Settings,
@@ -182,6 +259,9 @@ def _start_maintenance(
     tg.start_soon(
         maintenance.every, settings.prune_interval_s, "pruner", pruner.run_once, observer.loop_alive
     )
+    if settings.scheduler:
+        cron = scheduler.Scheduler(db, settings)
+        tg.start_soon(cron.run, observer.loop_alive)
 
 
 async def _forward_signals(worker: dispatcher.Dispatcher) -> None:
@@ -189,6 +269,71 @@ async def _forward_signals(worker: dispatcher.Dispatcher) -> None:
         async for signum in signals:
             log.info("signal_received", signal=signal.Signals(signum).name)
             worker.request_stop()
+
+
+# -- the web application --------------------------------------------------------------------
+
+
+def web_services(
+    settings: Settings,
+    db: store.Store,
+    registry: Registry,
+    telemetry: observability.Telemetry | None,
+) -> Services:
+    async def drain(request: DrainRequest) -> dispatcher.Summary:
+        """POST /api/v1/drain: a `--once` drain in this process, bounded."""
+        scoped = settings
+        if request.queues:
+            scoped = settings.model_copy(update={"queues": request.queues})
+        runner = dispatcher.Dispatcher(
+            db,
+            _restricted(registry, request.task_types),
+            scoped,
+            once=True,
+            keep_results=True,
+            observer=telemetry,
+            max_jobs=request.max_jobs,
+            claim_for_s=request.max_seconds,
+        )
+        return await runner.run()
+
+    return Services(
+        settings=settings,
+        db=db,
+        admin=AdminStore(db.pool),
+        registry=registry,
+        drain=drain,
+        telemetry=telemetry,
+    )
+
+
+def _web(
+    services: Services, host: str | None, port: int
+) -> contextlib.AbstractAsyncContextManager[int]:
+    settings = services.settings
+    return web.serving(
+        web.create_app(services),
+        host=host or settings.http_host,
+        port=port,
+        forwarded_allow_ips=settings.http_forwarded_allow_ips,
+    )
+
+
+async def serve(settings: Settings, *, host: str | None, port: int | None) -> None:
+    """The web application alone until SIGTERM/SIGINT: the API (its drain runs jobs here,
+    for deployments without a daemon), the dashboard, /health and /metrics."""
+    registry = load_handlers(settings)
+    async with database(settings) as db, observability.sentry(settings):
+        services = web_services(settings, db, registry, None)
+        bind_port = port if port is not None else (settings.http_port or 8080)
+        async with _web(services, host, bind_port):
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("signal_received", signal=signal.Signals(signum).name)
+                    break
+
+
+# -- migrations, schedules file, demo ---------------------------------------------------------
 
 
 async def migrate(settings: Settings, *, reference: bool = False) -> list[store.Migration]:
@@ -202,51 +347,36 @@ async def migrate(settings: Settings, *, reference: bool = False) -> list[store.
         await db.close()
 
 
-async def status(settings: Settings) -> dict[str, Any]:
-    registry = load_handlers(settings)
-    async with database(settings) as db:
-        report = await db.status()
-        paused = await db.paused_queues()
-    served = set(registry.names())
-    return {
-        "counts": [dict(row) for row in report.counts],
-        "oldest_pending": [
-            {"queue": row["queue"], "age_s": round(row["age_s"], 3), "due": row["due"]}
-            for row in report.oldest_pending
-        ],
-        "unserved_task_types": [
-            {"task_type": row["task_type"], "pending": row["jobs"]}
-            for row in report.pending_task_types
-            if row["task_type"] not in served
-        ],
-        "served_task_types": sorted(served),
-        "paused_queues": [dict(row) for row in paused],
-    }
+async def sync_schedule_file(db: store.Store, settings: Settings, registry: Registry) -> None:
+    """Sync WORKER_SCHEDULES_FILE into job_schedules (the daemon does this at start). A
+    schedule whose task type no handler here serves is reported, not refused: another
+    service may serve it. A payload its handler refuses stops the worker."""
+    if settings.schedules_file is None:
+        return
+    path = scheduler.resolve_file(settings.schedules_file)
+    specs = scheduler.load_file(path)
+    for spec in specs:
+        if spec.task_type in registry:
+            try:
+                executor.parse_payload(registry.get(spec.task_type), spec.payload)
+            except errors.PermanentJobError as exc:
+                raise errors.ConfigError(
+                    f"WORKER_SCHEDULES_FILE: {path}: schedule '{spec.name}': {exc}"
+                ) from None
+        else:
+            log.warning("schedule_task_unserved", schedule=spec.name, task_type=spec.task_type)
+    rows, removed = await db.sync_file_schedules([spec.to_def("file") for spec in specs])
+    log.info(
+        "schedules_synced",
+        file=str(path),
+        schedules=len(rows),
+        created=[row["name"] for row in rows if row["created"]],
+        paused=[row["name"] for row in rows if not row["active"]],
+        removed=removed,
+    )
 
 
-async def enqueue(
-    settings: Settings,
-    task_type: str,
-    payload: Any,
-    *,
-    force: bool = False,
-    **options: Any,
-) -> int | None:
-    """Validate against the local handler (when there is one) and insert the job."""
-    registry = load_handlers(settings)
-    if task_type in registry:
-        executor.parse_payload(registry.get(task_type), payload)
-    elif not force:
-        known = ", ".join(registry.names()) or "none"
-        raise errors.UnknownTask(
-            f"no handler for task type {task_type!r} in this worker (known: {known}); "
-            "pass --force to enqueue a task another service handles"
-        )
-    async with database(settings) as db:
-        return await db.enqueue(task_type, payload, **options)
-
-
-async def demo(settings: Settings, *, jobs: int) -> dispatcher.Summary:
+async def demo(settings: Settings, *, jobs: int) -> tuple[dispatcher.Summary, OnceReport]:
     """Enqueue a batch of demo jobs (echo, noop, one flaky that retries), then drain them.
     On the embedded database it also shows the business handlers on a little demo data."""
     registry = load_handlers(settings)
@@ -268,8 +398,9 @@ async def demo(settings: Settings, *, jobs: int) -> dispatcher.Summary:
 
 
 async def _demo_business_jobs(db: store.Store, registry: Registry) -> None:
-    """Apply the reference tables, seed demo rows and enqueue a few business jobs (the
-    seeding lives with the handlers: the engine knows nothing about orders)."""
+    """Apply the reference tables, seed demo rows and enqueue a few business jobs. The
+    seeding lives with the handlers (the engine knows nothing about orders): the demo loads
+    it by name, as it loads handler modules."""
     try:
         demo_data = importlib.import_module("handlers.demo_data")
     except ImportError:
@@ -280,196 +411,3 @@ async def _demo_business_jobs(db: store.Store, registry: Registry) -> None:
         log.info("migration_applied", version=applied.version, name=applied.name)
     for task_type, payload in await demo_data.prepare(db.pool):
         await db.enqueue(task_type, payload)
-
-
-async def set_paused(settings: Settings, queue: str, paused: bool, reason: str | None) -> bool:
-    """Pause or resume a queue for every worker; returns whether anything changed."""
-    async with database(settings) as db:
-        if paused:
-            return await db.pause_queue(queue, reason)
-        return await db.resume_queue(queue)
-
-
-# -- one job, from the command line --------------------------------------------------------
-
-
-async def show_job(settings: Settings, job_id: int, *, runs: int) -> dict[str, Any] | None:
-    """A job and its latest `runs` attempts (job_runs, newest first); None if there is none."""
-    async with database(settings) as db, db.admin_reads(statement_timeout_s=10.0) as reads:
-        job = await reads.job(job_id)
-        if job is None:
-            return None
-        attempts = await reads.job_runs(job_id, runs)
-    return {"job": dict(job), "runs": [dict(run) for run in attempts]}
-
-
-async def change_job(
-    settings: Settings, job_id: int, action: Literal["retry", "cancel"], actor: str
-) -> tuple[store.Record | None, str | None]:
-    """Retry or cancel one job through the dashboard's guarded, audited path. Returns the
-    changed row, else None and the job's status (None: no such job)."""
-    who = store.Actor(actor, None)
-    async with database(settings) as db:
-        if action == "retry":
-            row = await db.admin_retry_job(who, job_id)
-        else:
-            row = await db.admin_cancel_job(who, job_id)
-        if row is not None:
-            return row, None
-        async with db.admin_reads(statement_timeout_s=10.0) as reads:
-            job = await reads.job(job_id)
-    return None, None if job is None else str(job["status"])
-
-
-# -- schedules ---------------------------------------------------------------------------
-
-
-async def sync_schedule_file(db: store.Store, settings: Settings, registry: Registry) -> None:
-    """Sync WORKER_SCHEDULES_FILE into job_schedules (the daemon does this at start). A
-    schedule whose task type no handler here serves is reported, not refused: another
-    service may serve it. A payload its handler refuses stops the worker."""
-    if settings.schedules_file is None:
-        return
-    path = scheduler.resolve_file(settings.schedules_file)
-    specs = scheduler.load_file(path)
-    for spec in specs:
-        try:
-            _check_schedule_handler(registry, spec.task_type, spec.payload, force=True)
-        except errors.ScheduleError as exc:
-            raise errors.ConfigError(
-                f"WORKER_SCHEDULES_FILE: {path}: schedule '{spec.name}': {exc}"
-            ) from None
-        if spec.task_type not in registry:
-            log.warning("schedule_task_unserved", schedule=spec.name, task_type=spec.task_type)
-    rows, removed = await db.sync_file_schedules([spec.to_def("file") for spec in specs])
-    log.info(
-        "schedules_synced",
-        file=str(path),
-        schedules=len(rows),
-        created=[row["name"] for row in rows if row["created"]],
-        paused=[row["name"] for row in rows if not row["active"]],
-        removed=removed,
-    )
-
-
-def _check_schedule_handler(
-    registry: Registry, task_type: str, payload: Any, *, force: bool
-) -> None:
-    """The payload must fit the local handler's model; a task type with no local handler
-    needs `force` (it may be served by another service)."""
-    if task_type in registry:
-        try:
-            executor.parse_payload(registry.get(task_type), payload)
-        except errors.PermanentJobError as exc:
-            raise errors.ScheduleError(str(exc)) from None
-    elif not force:
-        known = ", ".join(registry.names()) or "none"
-        raise errors.ScheduleError(
-            f"no handler for task type '{task_type}' in this worker (known: {known}); "
-            "pass --force to schedule a task another service handles"
-        )
-
-
-def _schedule_dict(row: store.Record, registry: Registry) -> dict[str, Any]:
-    return {**dict(row), "served_here": row["task_type"] in registry}
-
-
-async def list_schedules(settings: Settings) -> list[dict[str, Any]]:
-    """Every schedule with its next run and last result (job_schedules_list())."""
-    registry = load_handlers(settings)
-    async with database(settings) as db:
-        rows = await db.list_schedules()
-    return [_schedule_dict(row, registry) for row in rows]
-
-
-async def add_schedule(
-    settings: Settings, name: str, *, force: bool = False, **fields: Any
-) -> dict[str, Any]:
-    """Create a schedule (source 'admin') from ScheduleSpec's fields; ScheduleError if it
-    is invalid or the name is taken."""
-    spec = scheduler.spec(name=name, **fields)
-    registry = load_handlers(settings)
-    _check_schedule_handler(registry, spec.task_type, spec.payload, force=force)
-    async with database(settings) as db:
-        row = await db.create_schedule(spec.to_def("admin"))
-    return _schedule_dict(row, registry)
-
-
-async def update_schedule(
-    settings: Settings, name: str, changes: dict[str, Any], *, force: bool = False
-) -> dict[str, Any]:
-    """Change some fields of a schedule (a new cron or timezone re-times it from now)."""
-    problem = scheduler.schedule_problem(changes)
-    if problem is not None:
-        raise errors.ScheduleError(problem)
-    registry = load_handlers(settings)
-    async with database(settings) as db:
-        if "task_type" in changes or "payload" in changes:
-            current = await _schedule_row(db, name)
-            _check_schedule_handler(
-                registry,
-                changes.get("task_type", current["task_type"]),
-                changes.get("payload", current["payload"]),
-                force=force,
-            )
-        row = await db.update_schedule(name, **changes)
-    return _schedule_dict(row, registry)
-
-
-async def _schedule_row(db: store.Store, name: str) -> store.Record:
-    for row in await db.list_schedules():
-        if row["name"] == name:
-            return row
-    raise errors.ScheduleError(f"no schedule named '{name}'")
-
-
-async def set_schedule_active(settings: Settings, name: str, active: bool) -> dict[str, Any]:
-    """Pause or resume a schedule; a resumed one does not run the ticks it missed."""
-    registry = load_handlers(settings)
-    async with database(settings) as db:
-        row = await db.toggle_schedule(name, active)
-    return _schedule_dict(row, registry)
-
-
-async def remove_schedule(settings: Settings, name: str) -> None:
-    """Delete a schedule (its jobs and history stay); ScheduleError if there is none."""
-    async with database(settings) as db:
-        if not await db.delete_schedule(name):
-            raise errors.ScheduleError(f"no schedule named '{name}'")
-
-
-async def schedule_history(settings: Settings, name: str, limit: int) -> list[dict[str, Any]]:
-    """The newest job_runs rows of a schedule's jobs, newest first."""
-    async with database(settings) as db:
-        return [dict(row) for row in await db.schedule_history(name, limit)]
-
-
-# -- dashboard ----------------------------------------------------------------------------
-
-
-async def serve_dashboard(settings: Settings, *, host: str, port: int) -> None:
-    """Serve the dashboard (and /health) alone until SIGTERM/SIGINT; no job runs here."""
-    if settings.dashboard_users is None:
-        raise errors.ConfigError(
-            "WORKER_DASHBOARD_USERS: not set; the dashboard needs at least one name:password "
-            "login (passwords of 12+ characters)"
-        )
-    async with database(settings) as db:
-        router = http.Router()
-        router.get("/health", dashboard.health(db))
-        router.mount(dashboard.PREFIX, dashboard.Dashboard(settings, db))
-        server = http.HttpServer(router, host=host, port=port)
-        try:
-            await server.start()
-        except OSError as exc:
-            raise errors.ConfigError(
-                f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}"
-            ) from None
-        log.info("dashboard_listening", host=host, port=server.port, path="/dashboard/")
-        try:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info("signal_received", signal=signal.Signals(signum).name)
-                    break
-        finally:
-            await server.close()

@@ -1,4 +1,5 @@
-"""The only module that executes SQL: one method per named query in queries.sql."""
+"""The engine's only module that executes SQL: one method per named query in queries.sql.
+(The control plane's SQL is worker/admin/store.py's.)"""
 
 from __future__ import annotations
 
@@ -85,13 +86,6 @@ class Migration:
     name: str
     sql: str
     checksum: str
-
-
-@dataclass(frozen=True, slots=True)
-class StatusReport:
-    counts: list[Record]
-    oldest_pending: list[Record]
-    pending_task_types: list[Record]
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,15 +361,6 @@ class Store:
     async def prune_runs(self, *, started_before: datetime, limit: int) -> int:
         return int(await self.pool.fetchval(QUERIES["prune_runs"], started_before, limit))
 
-    async def paused_queues(self) -> list[Record]:
-        return await self.pool.fetch(QUERIES["paused_queues"])
-
-    async def pause_queue(self, queue: str, reason: str | None = None) -> bool:
-        return bool(await self.pool.fetchval(QUERIES["pause_queue"], queue, reason))
-
-    async def resume_queue(self, queue: str) -> bool:
-        return bool(await self.pool.fetchval(QUERIES["resume_queue"], queue))
-
     async def enqueue(
         self,
         task_type: str,
@@ -410,18 +395,7 @@ class Store:
         rows = await self.pool.fetch(QUERIES["enqueue_many"], task_type, list(payloads), queue)
         return [int(row["id"]) for row in rows]
 
-    # -- inspection ----------------------------------------------------------------------
-
-    async def get_job(self, job_id: int) -> Record | None:
-        return await self.pool.fetchrow(QUERIES["get_job"], job_id)
-
-    async def status(self) -> StatusReport:
-        async with self.pool.acquire() as conn:
-            return StatusReport(
-                counts=await conn.fetch(QUERIES["status_counts"]),
-                oldest_pending=await conn.fetch(QUERIES["oldest_pending"]),
-                pending_task_types=await conn.fetch(QUERIES["pending_task_types"]),
-            )
+    # -- observability ----------------------------------------------------------------------
 
     async def queue_metrics(self) -> list[Record]:
         """(queue, status, jobs, oldest_due_age_s) for live jobs: what /metrics reports."""
@@ -456,7 +430,7 @@ class Store:
         """Advance a schedule and enqueue its ticks in one statement (compare-and-set on
         `seen_last_tick_at` and `revision`): None if another writer got there first, else
         the (tick, job id) pairs inserted."""
-        async with _schedule_errors():
+        async with schedule_errors():
             row = await self.pool.fetchrow(
                 QUERIES["fire_schedule"],
                 name,
@@ -492,268 +466,23 @@ class Store:
                 "active",
             )
         ]
-        async with _schedule_errors(), self.pool.acquire() as conn, conn.transaction():
+        async with schedule_errors(), self.pool.acquire() as conn, conn.transaction():
             await conn.execute(QUERIES["lock_schedule_sync"])
             rows = await conn.fetch(QUERIES["upsert_file_schedules"], *columns)
             removed = await conn.fetch(QUERIES["remove_file_schedules"], columns[0])
         return rows, [row["name"] for row in removed]
 
-    async def create_schedule(self, schedule: ScheduleDef) -> Record:
-        async with _schedule_errors():
-            row = await self.pool.fetchrow(
-                QUERIES["create_schedule"],
-                *schedule.create_args(),
-            )
-        assert row is not None
-        return row
-
-    async def update_schedule(self, name: str, **changes: Any) -> Record:
-        """Change the fields given (cron, timezone, task_type, payload, queue, priority,
-        max_attempts, missed); the others stay as they are."""
-        fields = ("cron", "timezone", "task_type", "payload", "queue", "priority")
-        values = [changes.pop(f, None) for f in (*fields, "max_attempts", "missed")]
-        if changes:
-            raise TypeError(f"unknown schedule fields {sorted(changes)}")
-        async with _schedule_errors():
-            row = await self.pool.fetchrow(QUERIES["update_schedule"], name, *values)
-        assert row is not None
-        return row
-
-    async def toggle_schedule(self, name: str, active: bool | None) -> Record:
-        async with _schedule_errors():
-            row = await self.pool.fetchrow(QUERIES["toggle_schedule"], name, active)
-        assert row is not None
-        return row
-
-    async def delete_schedule(self, name: str) -> bool:
-        return bool(await self.pool.fetchval(QUERIES["delete_schedule"], name))
-
-    async def list_schedules(self) -> list[Record]:
-        return await self.pool.fetch(QUERIES["list_schedules"])
-
-    async def schedule_history(self, name: str, limit: int) -> list[Record]:
-        return await self.pool.fetch(QUERIES["schedule_history"], name, limit)
-
-    # -- dashboard -----------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def admin_reads(self, *, statement_timeout_s: float) -> AsyncIterator[Reads]:
-        """One page's reads: a read-only transaction, bounded in time, planned per call."""
-        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            timeout = f"{max(1, round(statement_timeout_s * 1000))}ms"
-            await conn.execute(QUERIES["dashboard_read_settings"], timeout)
-            yield Reads(conn)
-
-    async def dashboard_audit(
-        self, actor: Actor, action: str, target: str, detail: dict[str, Any] | None = None
-    ) -> None:
-        """An audit row for an event with no change of its own (login, logout)."""
-        await self.pool.execute(
-            QUERIES["dashboard_audit"], actor.name, action, target, detail, actor.remote_addr
-        )
-
-    async def admin_retry_job(self, actor: Actor, job_id: int) -> Record | None:
-        return await self._admin_action(
-            actor, "job_retry", _job_target, "dashboard_retry_job", job_id
-        )
-
-    async def admin_cancel_job(self, actor: Actor, job_id: int) -> Record | None:
-        return await self._admin_action(
-            actor, "job_cancel", _job_target, "dashboard_cancel_job", job_id, actor.name
-        )
-
-    async def admin_run_job_now(self, actor: Actor, job_id: int) -> Record | None:
-        return await self._admin_action(
-            actor, "job_run_now", _job_target, "dashboard_run_job_now", job_id
-        )
-
-    async def admin_run_schedule_now(self, actor: Actor, name: str) -> Record | None:
-        """The new job (None: no such schedule); audited under its job id."""
-        return await self._admin_action(
-            actor, "schedule_run_now", _job_target, "dashboard_run_schedule_now", name
-        )
-
-    async def admin_pause_queue(
-        self, actor: Actor, queue: str, reason: str | None
-    ) -> Record | None:
-        return await self._admin_action(
-            actor, "queue_pause", _queue_target(queue), "pause_queue", queue, reason
-        )
-
-    async def admin_resume_queue(self, actor: Actor, queue: str) -> Record | None:
-        return await self._admin_action(
-            actor, "queue_resume", _queue_target(queue), "resume_queue", queue
-        )
-
-    async def admin_create_schedule(self, actor: Actor, schedule: ScheduleDef) -> Record:
-        """ScheduleError when it is invalid or the name is taken."""
-        row = await self._admin_action(
-            actor,
-            "schedule_create",
-            _schedule_target,
-            "create_schedule",
-            *schedule.create_args(),
-        )
-        assert row is not None
-        return row
-
-    async def admin_toggle_schedule(self, actor: Actor, name: str, active: bool) -> Record | None:
-        action = "schedule_resume" if active else "schedule_pause"
-        return await self._admin_action(
-            actor, action, _schedule_target, "toggle_schedule", name, active
-        )
-
-    async def admin_retime_schedule(
-        self, actor: Actor, name: str, cron: str, timezone: str
-    ) -> Record | None:
-        """None: no such schedule; ScheduleError: the cron or timezone is refused."""
-        return await self._admin_action(
-            actor,
-            "schedule_retime",
-            _schedule_target,
-            "dashboard_retime_schedule",
-            name,
-            cron,
-            timezone,
-        )
-
-    async def _admin_action(
-        self,
-        actor: Actor,
-        action: str,
-        target: Callable[[Record], str],
-        query: str,
-        *args: Any,
-    ) -> Record | None:
-        """Run one guarded change and, when it changed something, its audit row, in one
-        transaction. None: nothing to change (wrong state, no such row); a refused value
-        raises ScheduleError with the database's one-line message."""
-        async with _schedule_errors(), self.pool.acquire() as conn, conn.transaction():
-            try:
-                row = await conn.fetchrow(QUERIES[query], *args)
-            except asyncpg.NoDataFoundError:
-                return None
-            if row is None or row[0] is False:
-                return None  # a guard matched no row, or a boolean function changed nothing
-            detail = {key: value for key, value in row.items() if key != "payload"}
-            await conn.execute(
-                QUERIES["dashboard_audit"],
-                actor.name,
-                action,
-                target(row),
-                detail,
-                actor.remote_addr,
-            )
-        return row
-
 
 @contextlib.asynccontextmanager
-async def _schedule_errors() -> AsyncIterator[None]:
+async def schedule_errors() -> AsyncIterator[None]:
     """The schedule functions refuse bad input with a one-line message (22023 invalid,
     23505 name taken, P0002 no such schedule; 23xxx/22xxx from a row the checks predate):
-    raise it as ScheduleError."""
+    raise it as ScheduleError, or Conflict for a name (or dedupe key) that is taken."""
     try:
         yield
+    except asyncpg.UniqueViolationError as exc:  # the name is taken
+        raise errors.Conflict(str(exc)) from None
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
         raise errors.ScheduleError(str(exc)) from None
     except asyncpg.NoDataFoundError as exc:
         raise errors.ScheduleError(str(exc)) from None
-
-
-# -- dashboard ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who acts from the dashboard or the CLI (the audit row's actor and remote_addr)."""
-
-    name: str
-    remote_addr: str | None
-
-
-def _job_target(row: Record) -> str:
-    return f"job:{row['id']}"
-
-
-def _schedule_target(row: Record) -> str:
-    return f"schedule:{row['name']}"
-
-
-def _queue_target(queue: str) -> Callable[[Record], str]:
-    return lambda row: f"queue:{queue}"
-
-
-class Reads:
-    """The dashboard's queries on one connection, inside Store.admin_reads()."""
-
-    def __init__(self, conn: asyncpg.pool.PoolConnectionProxy[Record]) -> None:
-        self.conn = conn
-
-    async def status_counts(self) -> Record:
-        row = await self.conn.fetchrow(QUERIES["dashboard_status_counts"])
-        assert row is not None
-        return row
-
-    async def succeeded_count(self) -> int:
-        return int(await self.conn.fetchval(QUERIES["dashboard_succeeded_count"]))
-
-    async def live_breakdown(self) -> list[Record]:
-        return await self.conn.fetch(QUERIES["dashboard_live_breakdown"])
-
-    async def throughput(self, since: datetime, bucket: str) -> list[Record]:
-        return await self.conn.fetch(QUERIES["dashboard_throughput"], since, bucket)
-
-    async def paused_queues(self) -> list[Record]:
-        return await self.conn.fetch(QUERIES["paused_queues"])
-
-    async def recent_audit(self, limit: int) -> list[Record]:
-        return await self.conn.fetch(QUERIES["dashboard_recent_audit"], limit)
-
-    async def jobs(
-        self,
-        *,
-        status: str | None,
-        queue: str | None,
-        task_type: str | None,
-        text: str | None,
-        before: int | None,
-        limit: int,
-    ) -> list[Record]:
-        return await self.conn.fetch(
-            QUERIES["dashboard_jobs"], status, queue, task_type, text, before, limit
-        )
-
-    async def job(self, job_id: int) -> Record | None:
-        return await self.conn.fetchrow(QUERIES["get_job"], job_id)
-
-    async def job_runs(self, job_id: int, limit: int) -> list[Record]:
-        return await self.conn.fetch(QUERIES["dashboard_job_runs"], job_id, limit)
-
-    async def runs(
-        self, *, status: str | None, run_type: str | None, before: int | None, limit: int
-    ) -> list[Record]:
-        return await self.conn.fetch(QUERIES["dashboard_runs"], status, run_type, before, limit)
-
-    async def audit_entries(self, target: str, limit: int) -> list[Record]:
-        return await self.conn.fetch(QUERIES["dashboard_audit_entries"], target, limit)
-
-    async def schedules(self) -> list[Record]:
-        return await self.conn.fetch(QUERIES["list_schedules"])
-
-    async def schedule(self, name: str) -> Record | None:
-        return await self.conn.fetchrow(QUERIES["dashboard_schedule"], name)
-
-    async def schedule_jobs(self, name: str, *, before: int | None, limit: int) -> list[Record]:
-        return await self.conn.fetch(QUERIES["dashboard_schedule_jobs"], name, before, limit)
-
-    async def schedule_last_tick(self, name: str) -> Record | None:
-        return await self.conn.fetchrow(QUERIES["dashboard_schedule_last_tick"], name)
-
-    async def schedule_runs(self, name: str, limit: int) -> list[Record]:
-        return await self.conn.fetch(QUERIES["schedule_history"], name, limit)
-
-    async def now(self) -> datetime:
-        row = await self.conn.fetchrow(QUERIES["database_now"])
-        assert row is not None
-        now: datetime = row["now"]
-        return now

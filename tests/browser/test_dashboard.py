@@ -216,13 +216,13 @@ async def test_overview_counts_and_queue_pause(
     await submit(pause)
     row = page.locator("table#paused-queues tr", has_text="reports")
     await expect(row).to_have_count(1)
-    assert [r["queue"] for r in await db.paused_queues()] == ["reports"]
+    assert [r["queue"] for r in await factories.paused_queues(db)] == ["reports"]
     assert await gap_px(page.locator("table#paused-queues"), pause) >= 8
     await shoot(page, screenshots, "overview")
 
     await submit(row.locator("form.resume-queue"))
     await expect(row).to_have_count(0)
-    assert await db.paused_queues() == []
+    assert await factories.paused_queues(db) == []
 
 
 async def filter_jobs(page: Page, **values: str) -> None:

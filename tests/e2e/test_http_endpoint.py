@@ -17,6 +17,8 @@ from tests.support.proc import worker_env
 from tests.support.telemetry import parse_metrics
 from worker import store
 
+TOKENS = '{"scraper": {"token": "scrape-token-0123456789abcdef", "scopes": ["read"]}}'
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -30,6 +32,7 @@ def start_daemon(dsn: str, port: int, log: Path) -> subprocess.Popen[bytes]:
         WORKER_HANDLER_MODULES="tests.support.handlers",
         WORKER_POLL_INTERVAL_S="0.2",
         WORKER_HTTP_PORT=str(port),
+        WORKER_API_TOKENS=TOKENS,
     )
     with log.open("wb") as sink:
         return subprocess.Popen(
@@ -59,8 +62,11 @@ async def test_daemon_serves_health_and_metrics(
     log = tmp_path / "worker.log"
     daemon = start_daemon(db_dsn, port, log)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            health = await poll(client, "/health", '"status": "ok"', 30)
+        auth = {"Authorization": "Bearer scrape-token-0123456789abcdef"}
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=5, headers=auth
+        ) as client:
+            health = await poll(client, "/health", '"status":"ok"', 30)
             metrics = await poll(client, "/metrics", 'task_type="test_ok"', 30)
         assert "claimer" in health.json()["loops"]
         samples = parse_metrics(metrics.text)

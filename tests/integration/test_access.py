@@ -465,7 +465,7 @@ async def test_a_worker_role_created_after_migrating_is_granted_by_the_function(
                 worker_id="jwlate",
                 retry_base_s=0.0,
             )
-            summary = await service.run(settings, once=True)
+            summary, _ = await service.run(settings, once=True)
             assert (summary.succeeded, summary.failed) == (1, 0)
     finally:
         await roles.drop_role(admin_dsn, empty_dsn, group)

@@ -1,4 +1,4 @@
-"""/health and /metrics over real HTTP, against a real database."""
+"""/health and /metrics of the web application over real HTTP, against a real database."""
 
 from __future__ import annotations
 
@@ -12,26 +12,25 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import factories, handlers
+from tests.support import factories, handlers, web
 from tests.support.clock import FakeClock
 from tests.support.telemetry import parse_metrics
-from worker import dispatcher, errors, observability, store
-from worker.http import HttpServer
-from worker.observability import Endpoints, Telemetry
+from worker import dispatcher, errors, store
+from worker.observability import Telemetry
+from worker.web import app as web_app
+
+TOKENS = '{"scraper": {"token": "scrape-token-0123456789abcdef", "scopes": ["read"]}}'
 
 
 @contextlib.asynccontextmanager
 async def endpoint(
     telemetry: Telemetry, db: store.Store, **options: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The worker's endpoints on an ephemeral port, and an HTTP client pointed at them."""
-    server = HttpServer(Endpoints(telemetry, db, **options).routes(), host="127.0.0.1", port=0)
-    await server.start()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
-            yield client
-    finally:
-        await server.close()
+    """The worker's web application on an ephemeral port (/metrics open, as for a scraper on
+    a private network), and an HTTP client pointed at it."""
+    settings = telemetry.settings.model_copy(update={"metrics_public": True})
+    async with web.running(web.services(settings, db, telemetry=telemetry, **options)) as client:
+        yield client
 
 
 @contextlib.asynccontextmanager
@@ -119,7 +118,7 @@ async def test_health_fails_fast_when_the_database_hangs(make_settings: Any) -> 
     async with (
         silent_server() as port,
         unreachable_store(port) as db,
-        endpoint(telemetry, db, ping_timeout_s=0.2, query_timeout_s=0.2) as client,
+        endpoint(telemetry, db, health_timeout_s=0.2, metrics_timeout_s=0.2) as client,
     ):
         response = await asyncio.wait_for(client.get("/health"), timeout=5)
         metrics = await asyncio.wait_for(client.get("/metrics"), timeout=5)
@@ -175,9 +174,19 @@ async def test_metrics_after_a_drained_batch(db: store.Store, make_settings: Any
     assert m["worker_loop_seconds_since_alive"][(("loop", "claimer"),)] >= 0
 
 
-async def test_running_serves_nothing_without_a_port(db: store.Store, make_settings: Any) -> None:
-    async with observability.running(make_settings(), db) as telemetry:
-        assert isinstance(telemetry, Telemetry)
+async def test_metrics_need_a_read_token_unless_public(db: store.Store, make_settings: Any) -> None:
+    settings = make_settings(api_tokens=TOKENS)
+    async with web.running(web.services(settings, db, telemetry=Telemetry(settings))) as client:
+        refused = await client.get("/metrics")
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        allowed = await client.get(
+            "/metrics", headers={"Authorization": "Bearer scrape-token-0123456789abcdef"}
+        )
+        health = await client.get("/health")
+    assert (refused.status_code, wrong.status_code, allowed.status_code) == (401, 401, 200)
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "worker_jobs_in_flight" in allowed.text
+    assert health.status_code == 503  # no loop reported: but it answered without a token
 
 
 async def test_a_port_in_use_is_a_clear_config_error(db: store.Store, make_settings: Any) -> None:
@@ -185,8 +194,9 @@ async def test_a_port_in_use_is_a_clear_config_error(db: store.Store, make_setti
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        app = web_app.create_app(web.services(make_settings(), db))
         with pytest.raises(
             errors.ConfigError, match=f"WORKER_HTTP_PORT: cannot listen on 127.0.0.1:{port}"
         ):
-            async with observability.running(make_settings(http_port=port), db):
+            async with web_app.serving(app, host="127.0.0.1", port=port):
                 pass

@@ -104,7 +104,7 @@ async def test_the_documented_cron_schedule_statement_enqueues_jobs(cron_db: sto
         }
         # What pg_cron runs every 5 minutes, run once here: a job the worker picks up.
         job_id = await cron_db.pool.fetchval(row["command"])
-        job = await cron_db.get_job(job_id)
+        job = await cron_db.pool.fetchrow("SELECT * FROM job_queue WHERE id = $1", job_id)
         assert job is not None
         assert (job["task_type"], job["status"], job["payload"]) == (
             "refresh_metrics",

@@ -10,7 +10,10 @@ import asyncpg
 import pytest
 
 from tests.support import factories, handlers
+from tests.support.factories import ACTOR
 from worker import dispatcher, maintenance, store
+from worker.admin import queues as admin_queues
+from worker.admin.store import AdminStore
 from worker.clock import SystemClock
 
 PAST = datetime.now(UTC) - timedelta(minutes=5)
@@ -139,16 +142,17 @@ async def test_pause_stops_claims_and_resume_restarts_them(
 ) -> None:
     mail = await factories.make_job(db, task_type="ok", queue="mail")
     other = await factories.make_job(db, task_type="ok", queue="default")
-    assert await db.pause_queue("mail", "provider outage") is True
-    assert await db.pause_queue("mail") is False  # already paused
+    admin = AdminStore(db.pool)
+    assert await admin_queues.pause(admin, ACTOR, "mail", "provider outage") is True
+    assert await admin_queues.pause(admin, ACTOR, "mail", None) is False  # already paused
     settings = make_settings(queues=["default", "mail"])
     worker = dispatcher.Dispatcher(db, handlers.registry(), settings, once=True)
     assert (await asyncio.wait_for(worker.run(), 30)).succeeded == 1
     assert (await factories.job(db, mail))["status"] == "pending"
     assert (await factories.job(db, other))["status"] == "succeeded"
-    [paused] = await db.paused_queues()
+    [paused] = await factories.paused_queues(db)
     assert (paused["queue"], paused["reason"]) == ("mail", "provider outage")
-    assert await db.resume_queue("mail") is True
+    assert await admin_queues.resume(admin, ACTOR, "mail") is True
     worker = dispatcher.Dispatcher(db, handlers.registry(), settings, once=True)
     assert (await asyncio.wait_for(worker.run(), 30)).succeeded == 1
     assert (await factories.job(db, mail))["status"] == "succeeded"

@@ -18,10 +18,12 @@ import asyncpg
 import pytest
 import structlog
 
-from tests.support import handlers
+from tests.support import factories, handlers
 from tests.support.clock import FakeClock
+from tests.support.factories import ACTOR
 from tests.support.proc import run_cli, worker_env
 from worker import dispatcher, errors, scheduler, service, store
+from worker.admin.store import AdminStore
 from worker.registry import REGISTRY, Registry
 from worker.scheduler import next_tick
 
@@ -165,7 +167,8 @@ async def test_an_admin_edit_between_read_and_write_wins(
     t0 = utc(2026, 6, 1, 12)
     await add(db, "m", "*/10 * * * *", since=t0)
     [seen] = await db.due_schedules(t0 + timedelta(minutes=11))
-    await db.toggle_schedule("m", False)  # paused while the pass was planning
+    # paused while the pass was planning:
+    await AdminStore(db.pool).toggle_schedule(ACTOR, "m", False)
     tick = t0 + timedelta(minutes=10)
     written = await db.fire_schedule(
         "m",
@@ -187,8 +190,7 @@ async def test_a_cron_job_is_a_real_job_with_retries_and_an_audit_trail(
     await add(db, "flaky_every_hour", "0 * * * *", since=t0, task_type="fail_once")
     report = await scheduler.Scheduler(db, make_settings()).run_once(t0 + timedelta(hours=1))
     [(_, tick, job_id)] = report.enqueued
-    job = await db.get_job(job_id)
-    assert job is not None
+    job = await factories.job(db, job_id)
     assert (job["run_type"], job["schedule_name"], job["run_at"]) == (
         "cron",
         "flaky_every_hour",
@@ -198,12 +200,12 @@ async def test_a_cron_job_is_a_real_job_with_retries_and_an_audit_trail(
     worker = dispatcher.Dispatcher(db, handlers.registry(), make_settings(), once=True)
     summary = await asyncio.wait_for(worker.run(), timeout=30)
     assert (summary.retried, summary.succeeded) == (1, 1)
-    runs = await db.schedule_history("flaky_every_hour", 10)
+    runs = await factories.schedule_runs(db, "flaky_every_hour", 10)
     assert [(r["status"], r["attempt"], r["run_type"]) for r in runs] == [
         ("succeeded", 2, "cron"),
         ("retry", 1, "cron"),
     ]
-    [listed] = await db.list_schedules()
+    [listed] = await factories.schedules(db)
     assert (listed["last_job_id"], listed["last_job_status"], listed["last_run_status"]) == (
         job_id,
         "succeeded",
@@ -254,9 +256,9 @@ async def test_retime_and_resume_owe_no_earlier_tick(db: store.Store, make_setti
     long_ago = datetime.now(UTC) - timedelta(days=3)
     await add(db, "retimed", "0 * * * *", since=long_ago)
     await add(db, "resumed", "0 * * * *", since=long_ago)
-    await db.update_schedule("retimed", cron="*/5 * * * *")
-    await db.toggle_schedule("resumed", False)
-    await db.toggle_schedule("resumed", True)
+    await AdminStore(db.pool).update_schedule(ACTOR, "retimed", {"cron": "*/5 * * * *"})
+    await AdminStore(db.pool).toggle_schedule(ACTOR, "resumed", False)
+    await AdminStore(db.pool).toggle_schedule(ACTOR, "resumed", True)
     now = await db.database_now()
     report = await scheduler.Scheduler(db, make_settings()).run_once(now)
     assert report.enqueued == []
@@ -334,9 +336,11 @@ async def test_sql_refuses_invalid_schedules_with_the_same_message(db: store.Sto
                 *fields.values(),
             )
         with pytest.raises(errors.ScheduleError) as cli:
-            await db.create_schedule(store.ScheduleDef(**fields, active=True, source="admin"))
+            await AdminStore(db.pool).create_schedule(
+                ACTOR, store.ScheduleDef(**fields, active=True, source="admin")
+            )
         assert str(rpc.value) == str(insert.value) == str(cli.value) == message, bad
-    assert await db.list_schedules() == []
+    assert await factories.schedules(db) == []
 
 
 async def test_sql_refuses_bad_updates_duplicates_and_unknown_names(db: store.Store) -> None:
@@ -351,8 +355,7 @@ async def test_sql_refuses_bad_updates_duplicates_and_unknown_names(db: store.St
         await db.pool.execute("SELECT job_schedule_create('s', '@daily', 'ok')")
     with pytest.raises(asyncpg.NoDataFoundError, match=r"^no schedule named 'nope'$"):
         await db.pool.execute("SELECT job_schedule_toggle('nope')")
-    with pytest.raises(errors.ScheduleError, match=r"^no schedule named 'nope'$"):
-        await db.update_schedule("nope", cron="@daily")
+    assert await AdminStore(db.pool).update_schedule(ACTOR, "nope", {"cron": "@daily"}) is None
     assert await db.pool.fetchval("SELECT job_schedule_delete('nope')") is False
 
 
@@ -453,10 +456,10 @@ async def test_file_sync_keeps_an_admins_pause(
     body = 'cron = "{}"\ntask_type = "ok"\n'
     _file(path, a=body.format("0 2 * * *"), b=body.format("0 3 * * *"))
     await service.sync_schedule_file(db, settings, _registry())
-    await db.create_schedule(
-        scheduler.spec(name="c", cron="@daily", task_type="ok").to_def("admin")
+    await AdminStore(db.pool).create_schedule(
+        ACTOR, scheduler.spec(name="c", cron="@daily", task_type="ok").to_def("admin")
     )
-    await db.toggle_schedule("a", False)  # an admin pauses a file schedule
+    await AdminStore(db.pool).toggle_schedule(ACTOR, "a", False)  # an admin pauses a file schedule
     # The file changes a's timing and pauses b itself.
     _file(path, a=body.format("0 4 * * *"), b=body.format("0 3 * * *") + "active = false\n")
     await service.sync_schedule_file(db, settings, _registry())
@@ -497,7 +500,7 @@ async def test_concurrent_syncs_of_the_default_file(db: store.Store, make_settin
 
     settings = make_settings()  # WORKER_SCHEDULES_FILE: the default handlers/schedules.toml
     await asyncio.gather(*(service.sync_schedule_file(db, settings, REGISTRY) for _ in range(3)))
-    rows = await db.list_schedules()
+    rows = await factories.schedules(db)
     assert len(rows) == 12 and all(r["source"] == "file" for r in rows)
     # Shipped off: they fail for good until their allow-list settings name them.
     off = {"challenge_stats_refresh", "stats_cache_refresh", "endpoint_health_check"}

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from worker import errors, migrations, store
+from worker.admin import store as admin_store
 from worker.queries import QUERIES
 
 
@@ -81,10 +82,13 @@ async def test_an_edited_migration_is_refused(empty_dsn: str) -> None:
         await db.close()
 
 
-@pytest.mark.parametrize("name", sorted(QUERIES))
+@pytest.mark.parametrize(
+    "name", [*sorted(QUERIES), *(f"admin:{name}" for name in sorted(admin_store.Q))]
+)
 async def test_every_named_query_prepares(db: store.Store, name: str) -> None:
+    sql = admin_store.Q[name.removeprefix("admin:")] if name.startswith("admin:") else QUERIES[name]
     async with db.pool.acquire() as conn:
-        await conn.prepare(QUERIES[name])
+        await conn.prepare(sql)
 
 
 async def test_supabase_grants_apply_only_where_roles_exist(empty_dsn: str) -> None:

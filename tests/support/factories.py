@@ -7,6 +7,10 @@ from typing import Any
 import asyncpg
 
 from worker import store
+from worker.admin.store import Actor, AdminStore
+
+ACTOR = Actor("test-admin")
+"""Who the tests' admin changes are recorded as."""
 
 _COLUMNS = {
     "queue",
@@ -50,3 +54,19 @@ async def job(db: store.Store, job_id: int) -> asyncpg.Record:
 
 async def runs(db: store.Store, job_id: int) -> list[asyncpg.Record]:
     return await db.pool.fetch("SELECT * FROM job_runs WHERE job_id = $1 ORDER BY id", job_id)
+
+
+async def schedules(db: store.Store) -> list[asyncpg.Record]:
+    """job_schedules_list(), as the admin surfaces read it."""
+    async with AdminStore(db.pool).reads() as reads:
+        return await reads.schedules()
+
+
+async def schedule_runs(db: store.Store, name: str, limit: int) -> list[asyncpg.Record]:
+    async with AdminStore(db.pool).reads() as reads:
+        return await reads.schedule_runs(name, limit)
+
+
+async def paused_queues(db: store.Store) -> list[asyncpg.Record]:
+    async with AdminStore(db.pool).reads() as reads:
+        return await reads.paused_queues()

@@ -1,4 +1,4 @@
-"""Telemetry, exposition and Sentry scrubbing, without a database (the HTTP server: test_http)."""
+"""Telemetry, exposition and Sentry scrubbing, without a database."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.support.telemetry import (
 )
 from worker import config, observability
 from worker.observability import Telemetry
+from worker.web import metrics
 
 DB_PASSWORD = "S3cr3t/pw"  # percent-encoded in the URL below
 DATABASE_URL = "postgresql://app:S3cr3t%2Fpw@db.internal.example:5432/app"
@@ -44,17 +45,19 @@ def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
     histogram = observability.Histogram((0.1, 1.0))
     for value in (0.05, 0.1, 0.5, 3.0):
         histogram.observe(value)
-    assert list(histogram.samples("h", {"t": "x"})) == [
-        'h_bucket{t="x",le="0.1"} 2',  # 0.1 itself belongs to le="0.1"
-        'h_bucket{t="x",le="1"} 3',
-        'h_bucket{t="x",le="+Inf"} 4',
-        'h_sum{t="x"} 3.65',
-        'h_count{t="x"} 4',
-    ]
+    # 0.1 itself belongs to le="0.1"
+    assert histogram.cumulative() == [(0.1, 2), (1.0, 3), (float("inf"), 4)]
+    assert (histogram.sum, histogram.count) == (3.65, 4)
+    text = metrics.render(None, [], settings()).decode()
+    assert text.startswith("# HELP worker_info")
 
 
 def test_label_values_are_escaped() -> None:
-    assert observability.sample("m", {"a": 'x"y\\z\nw'}, 1.5) == 'm{a="x\\"y\\\\z\\nw"} 1.5'
+    text = metrics.render(None, None, settings(worker_id='a"b\\c')).decode()
+    assert 'worker_info{version="0.1.0",worker_id="a\\"b\\\\c"} 1.0' in text
+    assert parse_metrics(text)["worker_info"] == {
+        (("version", "0.1.0"), ("worker_id", 'a"b\\c')): 1
+    }
 
 
 def test_telemetry_counts_outcomes_and_renders_valid_exposition() -> None:
@@ -67,7 +70,7 @@ def test_telemetry_counts_outcomes_and_renders_valid_exposition() -> None:
     telemetry.finished(outcome("succeeded"), False)  # its lease had been lost
     telemetry.loop_alive("claimer")
     clock.advance(1.5)
-    samples = parse_metrics("\n".join(telemetry.metric_lines()) + "\n")
+    samples = parse_metrics(metrics.render(telemetry, [], telemetry.settings).decode())
     jobs = samples["worker_jobs_total"]
     assert jobs[(("outcome", "succeeded"), ("queue", "default"), ("task_type", "ok"))] == 1
     assert jobs[(("outcome", "retry"), ("queue", "default"), ("task_type", "boom"))] == 1
@@ -218,10 +221,10 @@ def test_a_job_the_rescuer_fails_for_good_is_counted_and_reported() -> None:
         "lease_expired",
         "3",
     )
-    metrics = parse_metrics("".join(f"{line}\n" for line in telemetry.metric_lines()))[
+    found = parse_metrics(metrics.render(telemetry, [], telemetry.settings).decode())[
         "worker_jobs_total"
     ]
-    counts = {dict(labels)["outcome"]: value for labels, value in metrics.items()}
+    counts = {dict(labels)["outcome"]: value for labels, value in found.items()}
     assert counts == {"rescued": 1, "failed": 1}
 
 

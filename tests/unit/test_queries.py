@@ -5,6 +5,7 @@ import re
 import pytest
 
 from worker import queries
+from worker.admin import store as admin_store
 
 
 def test_parse_splits_by_name_and_drops_comments() -> None:
@@ -22,10 +23,12 @@ def test_empty_query_is_refused() -> None:
         queries.parse("-- name: a\n-- only a comment\n-- name: b\nSELECT 1;\n")
 
 
-def test_registry_holds_the_engine_queries() -> None:
-    assert {"finish_and_claim", "enqueue_job", "status_counts"} <= set(queries.QUERIES)
+def test_registries_hold_the_engine_and_control_plane_queries() -> None:
+    assert {"finish_and_claim", "enqueue_job", "queue_metrics"} <= set(queries.QUERIES)
+    assert {"status_breakdown", "retry_job", "session_user"} <= set(admin_store.Q)
+    # Each statement has one home: the engine's or the control plane's.
+    assert set(queries.QUERIES).isdisjoint(admin_store.Q)
     # No str.format / f-string placeholders: every value travels as a $n parameter.
-    templated = [
-        name for name, sql in queries.QUERIES.items() if re.search(r"\{[A-Za-z_]\w*\}", sql)
-    ]
+    both = {**queries.QUERIES, **admin_store.Q}
+    templated = [name for name, sql in both.items() if re.search(r"\{[A-Za-z_]\w*\}", sql)]
     assert templated == []

@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from worker import errors, http, scheduler, store
-from worker.dashboard import render
-from worker.dashboard.view import (
+from starlette.responses import Response
+
+from worker import errors, scheduler, store
+from worker.web.dashboard import render
+from worker.web.dashboard.view import (
     JOB_STATUSES,
     PAGE_SIZE,
     RUN_STATUSES,
@@ -30,12 +32,12 @@ EXACT_COUNT_MAX_ROWS = 200_000
 _RECENT_AUDIT = 10
 
 
-async def overview(view: View) -> http.Response:
+async def overview(view: View) -> Response:
     now = view.app.clock.now()
     hour_start = now - timedelta(minutes=59)
     day_start = now - timedelta(hours=23)
     async with view.reads() as reads:
-        counts = await reads.status_counts()
+        counts = await reads.overview_counts()
         estimated_rows = int(counts["estimated_rows"])
         live = {status: int(counts[status]) for status in ("pending", "running", "failed")}
         live["cancelled"] = int(counts["cancelled"])
@@ -93,8 +95,8 @@ def _buckets(rows: list[store.Record]) -> dict[datetime, tuple[int, int]]:
 # -- jobs ------------------------------------------------------------------------------------
 
 
-async def jobs(view: View) -> http.Response:
-    query = view.request.query
+async def jobs(view: View) -> Response:
+    query = view.query
     filters = {
         "status": choice(query, "status", JOB_STATUSES),
         "queue": name(query, "queue"),
@@ -121,7 +123,7 @@ def _paged(
     rows: list[store.Record],
     cursor: int | None,
     **context: Any,
-) -> http.Response:
+) -> Response:
     """A keyset-paged list (`page` names its template, its path and its rows): the first
     PAGE_SIZE rows, the filters echoed back, and the links to older rows and to the newest."""
     path = f"/dashboard/{page}"
@@ -145,8 +147,8 @@ def _next_url(path: str, filters: dict[str, str | None], rows: list[store.Record
     return f"{path}?{urlencode(params)}" if params else path
 
 
-async def job(view: View, *, status: int = 200, flash: Flash | None = None) -> http.Response:
-    job_id = view.request.int_param("id")
+async def job(view: View, *, status: int = 200, flash: Flash | None = None) -> Response:
+    job_id = view.int_param("id")
     async with view.reads() as reads:
         row = await reads.job(job_id)
         if row is None:
@@ -166,7 +168,7 @@ async def job(view: View, *, status: int = 200, flash: Flash | None = None) -> h
     )
 
 
-def not_found(view: View, message: str) -> http.Response:
+def not_found(view: View, message: str) -> Response:
     return view.page("error.html", status=404, title="Not found", message=message)
 
 
@@ -179,7 +181,7 @@ async def schedules(
     status: int = 200,
     flash: Flash | None = None,
     form: dict[str, str] | None = None,
-) -> http.Response:
+) -> Response:
     now = view.app.clock.now()
     async with view.reads() as reads:
         rows = await reads.schedules()
@@ -213,9 +215,9 @@ async def schedule(
     status: int = 200,
     flash: Flash | None = None,
     form: dict[str, str] | None = None,
-) -> http.Response:
-    schedule_name = view.request.str_param("name")
-    cursor = before(view.request.query)
+) -> Response:
+    schedule_name = view.param("name")
+    cursor = before(view.query)
     now = view.app.clock.now()
     async with view.reads() as reads:
         row = await reads.schedule(schedule_name)
@@ -261,8 +263,8 @@ def _last_tick(schedule_name: str, row: store.Record | None) -> dict[str, Any] |
 # -- runs ----------------------------------------------------------------------------------
 
 
-async def runs(view: View) -> http.Response:
-    query = view.request.query
+async def runs(view: View) -> Response:
+    query = view.query
     filters = {
         "status": choice(query, "status", RUN_STATUSES),
         "run_type": choice(query, "run_type", RUN_TYPES),

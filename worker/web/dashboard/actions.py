@@ -1,31 +1,29 @@
 """The dashboard's actions (POST; the Dashboard checked the session and the CSRF token).
 
-Each one is a guarded change plus its audit row in one transaction (store._admin_action).
-A job in the wrong state changes nothing: 409 and the job page saying why. Bad input: 400
-and the page again with the message, nothing changed. Success: 303 back with a flash.
+Each one is an admin use case (worker.admin): a guarded change plus its audit row in one
+transaction. A job in the wrong state changes nothing: 409 and the job page saying why. Bad
+input: 400 and the page again with the message, nothing changed. Success: 303 back with a
+flash.
 """
 
 from __future__ import annotations
 
-from worker import errors, http, store
-from worker.dashboard import pages
-from worker.dashboard.view import BadInput, Flash, View, first, json_object, name, text
+from starlette.responses import Response
+
+from worker import errors
+from worker.admin import jobs, queues, schedules
+from worker.web.dashboard import pages
+from worker.web.dashboard.view import BadInput, Flash, View, first, json_object, name, text
 
 # -- jobs --------------------------------------------------------------------------------------
 
 
-async def retry_job(view: View) -> http.Response:
-    job_id = view.request.int_param("id")
+async def retry_job(view: View) -> Response:
+    job_id = view.int_param("id")
     try:
-        row = await view.app.db.admin_retry_job(view.actor, job_id)
-    except errors.ScheduleError as exc:  # a live job took the dedupe key meanwhile
-        return await pages.job(view, status=409, flash=Flash("error", str(exc)))
-    if row is None:
-        return await _refused(
-            view,
-            "retried: only a failed or cancelled job can be (and no live job may hold its "
-            "dedupe key)",
-        )
+        row = await jobs.retry(view.app.admin, view.actor, job_id)
+    except (errors.NotFound, errors.Conflict) as exc:
+        return await _refused(view, exc, "retried")
     return view.redirect(
         f"/dashboard/jobs/{job_id}",
         f"Job {job_id} is pending again, due now (it may use attempt {row['attempts'] + 1} "
@@ -33,11 +31,12 @@ async def retry_job(view: View) -> http.Response:
     )
 
 
-async def cancel_job(view: View) -> http.Response:
-    job_id = view.request.int_param("id")
-    row = await view.app.db.admin_cancel_job(view.actor, job_id)
-    if row is None:
-        return await _refused(view, "cancelled: only a pending or running job can be")
+async def cancel_job(view: View) -> Response:
+    job_id = view.int_param("id")
+    try:
+        row = await jobs.cancel(view.app.admin, view.actor, job_id)
+    except (errors.NotFound, errors.Conflict) as exc:
+        return await _refused(view, exc, "cancelled")
     message = f"Job {job_id} cancelled."
     if row["previous_status"] == "running":
         message += (
@@ -47,50 +46,49 @@ async def cancel_job(view: View) -> http.Response:
     return view.redirect(f"/dashboard/jobs/{job_id}", message)
 
 
-async def run_job_now(view: View) -> http.Response:
-    job_id = view.request.int_param("id")
-    row = await view.app.db.admin_run_job_now(view.actor, job_id)
-    if row is None:
-        return await _refused(view, "run now: only a pending job can be")
+async def run_job_now(view: View) -> Response:
+    job_id = view.int_param("id")
+    try:
+        await jobs.run_now(view.app.admin, view.actor, job_id)
+    except (errors.NotFound, errors.Conflict) as exc:
+        return await _refused(view, exc, "run now")
     return view.redirect(f"/dashboard/jobs/{job_id}", f"Job {job_id} is due now.")
 
 
-async def _refused(view: View, what: str) -> http.Response:
+async def _refused(view: View, exc: errors.WorkerError, what: str) -> Response:
     """404 for a job that does not exist; 409 and its page for one in the wrong state."""
-    job_id = view.request.int_param("id")
-    async with view.reads() as reads:
-        row = await reads.job(job_id)
-    if row is None:
+    job_id = view.int_param("id")
+    if isinstance(exc, errors.NotFound):
         return pages.not_found(view, f"There is no job {job_id}.")
-    message = f"Nothing changed: job {job_id} is {row['status']} and cannot be {what}."
+    message = f"Nothing changed: {exc}."
+    if isinstance(exc, errors.Conflict) and exc.state is not None:
+        message = f"Nothing changed: job {job_id} is {exc.state} and cannot be {what}."
     return await pages.job(view, status=409, flash=Flash("error", message))
 
 
 # -- schedules -------------------------------------------------------------------------------
 
 
-async def create_schedule(view: View) -> http.Response:
-    form = view.form()
+async def create_schedule(view: View) -> Response:
+    form = view.form
     fields = {key: first(form, key) for key in ("name", "cron", "timezone", "task_type", "payload")}
     fields["queue"] = first(form, "queue") or "default"
     fields["timezone"] = fields["timezone"] or "UTC"
     try:
         payload = json_object(form, "payload")
-        schedule = store.ScheduleDef(
-            name=fields["name"],
+        row = await schedules.create(
+            view.app.admin,
+            view.app.registry,
+            view.actor,
+            fields["name"],
+            force=True,  # the dashboard may schedule a task another service handles
             cron=fields["cron"],
             task_type=fields["task_type"],
             timezone=fields["timezone"],
             payload=payload,
             queue=fields["queue"],
-            priority=0,
-            max_attempts=None,
-            missed="latest",
-            active=True,
-            source="admin",
         )
-        row = await view.app.db.admin_create_schedule(view.actor, schedule)
-    except (errors.ScheduleError, BadInput) as exc:
+    except (errors.ScheduleError, errors.Conflict, BadInput) as exc:
         return await pages.schedules(
             view, status=400, flash=Flash("error", f"Schedule not created: {exc}"), form=fields
         )
@@ -99,16 +97,16 @@ async def create_schedule(view: View) -> http.Response:
     )
 
 
-async def pause_schedule(view: View) -> http.Response:
+async def pause_schedule(view: View) -> Response:
     return await _toggle(view, active=False)
 
 
-async def resume_schedule(view: View) -> http.Response:
+async def resume_schedule(view: View) -> Response:
     return await _toggle(view, active=True)
 
 
-async def _toggle(view: View, *, active: bool) -> http.Response:
-    schedule_name = view.request.str_param("name")
+async def _toggle(view: View, *, active: bool) -> Response:
+    schedule_name = view.param("name")
     async with view.reads() as reads:
         current = await reads.schedule(schedule_name)
     if current is None:
@@ -118,26 +116,34 @@ async def _toggle(view: View, *, active: bool) -> http.Response:
         return view.redirect(
             "/dashboard/schedules", f"Schedule {schedule_name!r} is already {word}."
         )
-    row = await view.app.db.admin_toggle_schedule(view.actor, schedule_name, active)
-    if row is None:
+    try:
+        await schedules.set_active(
+            view.app.admin, view.app.registry, view.actor, schedule_name, active
+        )
+    except errors.NotFound:
         return pages.not_found(view, f"There is no schedule named {schedule_name!r}.")
     note = " Ticks missed while it was paused are not run." if active else ""
     return view.redirect("/dashboard/schedules", f"Schedule {schedule_name!r} is {word}.{note}")
 
 
-async def retime_schedule(view: View) -> http.Response:
-    schedule_name = view.request.str_param("name")
-    form = view.form()
+async def retime_schedule(view: View) -> Response:
+    schedule_name = view.param("name")
+    form = view.form
     fields = {"cron": first(form, "cron"), "timezone": first(form, "timezone") or "UTC"}
     try:
-        row = await view.app.db.admin_retime_schedule(
-            view.actor, schedule_name, fields["cron"], fields["timezone"]
+        row = await schedules.retime(
+            view.app.admin,
+            view.app.registry,
+            view.actor,
+            schedule_name,
+            cron=fields["cron"],
+            timezone=fields["timezone"],
         )
     except errors.ScheduleError as exc:
         return await pages.schedule(
             view, status=400, flash=Flash("error", f"Schedule not changed: {exc}"), form=fields
         )
-    if row is None:
+    except errors.NotFound:
         return pages.not_found(view, f"There is no schedule named {schedule_name!r}.")
     return view.redirect(
         f"/dashboard/schedules/{schedule_name}",
@@ -146,10 +152,11 @@ async def retime_schedule(view: View) -> http.Response:
     )
 
 
-async def run_schedule_now(view: View) -> http.Response:
-    schedule_name = view.request.str_param("name")
-    row = await view.app.db.admin_run_schedule_now(view.actor, schedule_name)
-    if row is None:
+async def run_schedule_now(view: View) -> Response:
+    schedule_name = view.param("name")
+    try:
+        row = await schedules.run_now(view.app.admin, view.actor, schedule_name)
+    except errors.NotFound:
         return pages.not_found(view, f"There is no schedule named {schedule_name!r}.")
     return view.redirect(
         f"/dashboard/jobs/{row['id']}",
@@ -160,22 +167,19 @@ async def run_schedule_now(view: View) -> http.Response:
 # -- queues ------------------------------------------------------------------------------------
 
 
-async def pause_queue(view: View) -> http.Response:
-    form = view.form()
-    queue = name(form, "queue", required=True)
+async def pause_queue(view: View) -> Response:
+    queue = name(view.form, "queue", required=True)
     assert queue is not None
-    reason = text(form, "reason", max_chars=500) or None
-    row = await view.app.db.admin_pause_queue(view.actor, queue, reason)
-    if row is None:
+    reason = text(view.form, "reason", max_chars=500) or None
+    if not await queues.pause(view.app.admin, view.actor, queue, reason):
         return view.redirect("/dashboard/", f"Queue {queue!r} was already paused.", kind="error")
     return view.redirect(
         "/dashboard/", f"Queue {queue!r} paused: no worker claims from it until it is resumed."
     )
 
 
-async def resume_queue(view: View) -> http.Response:
-    queue = view.request.str_param("queue")
-    row = await view.app.db.admin_resume_queue(view.actor, queue)
-    if row is None:
+async def resume_queue(view: View) -> Response:
+    queue = view.param("queue")
+    if not await queues.resume(view.app.admin, view.actor, queue):
         return view.redirect("/dashboard/", f"Queue {queue!r} was not paused.", kind="error")
     return view.redirect("/dashboard/", f"Queue {queue!r} resumed.")

@@ -9,11 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jinja2
-
-from worker import http
+from starlette.responses import HTMLResponse
 
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("worker.dashboard", "templates"),
+    loader=jinja2.PackageLoader("worker.web.dashboard", "templates"),
     # Every value is escaped unless a template says otherwise (none does): payloads, errors
     # and names are written by users and handlers.
     autoescape=True,
@@ -86,9 +85,9 @@ _ENV.filters.update(
 )
 
 
-def html(template: str, status: int = 200, **context: Any) -> http.Response:
+def html(template: str, status: int = 200, **context: Any) -> HTMLResponse:
     body = _ENV.get_template(template).render(**context)
-    return http.Response(status, body.encode(), content_type=CONTENT_TYPE_HTML)
+    return HTMLResponse(body, status_code=status)
 
 
 # -- charts ---------------------------------------------------------------------------------

@@ -1,0 +1,384 @@
+-- The control plane's SQL: what the CLI, the HTTP API and the dashboard read and change
+-- (worker/admin). Loaded by worker/admin/store.py, which alone executes these; a test
+-- PREPAREs each of them against the migrated schema. The engine's own statements are in
+-- worker/queries.sql.
+--
+-- Reads run in one read-only transaction per page or call, bounded in time and planned per
+-- call (read_settings). Lists are keyset-paged newest first ($n::bigint IS NULL OR id < $n)
+-- and filtered by "$n IS NULL OR column = $n": with custom plans a filter's value is a
+-- constant the planner can match against the partial indexes of schema/0005_dashboard.sql.
+-- test_dashboard_routes.py checks each list's plan on a table of rows. Every change runs
+-- in one transaction with its job_admin_audit row (AdminStore.change).
+
+-- == reads ==
+
+-- name: read_settings
+-- For the rest of the page's transaction: a time limit ($1, such as '10s'), and custom
+-- plans (a generic plan of the optional filters below could not use a partial index).
+SELECT set_config('statement_timeout', $1, true),
+       set_config('plan_cache_mode', 'force_custom_plan', true);
+
+-- name: overview_counts
+-- Exact counts of the states with a partial index (pending: the claim index), and the
+-- table's size as the planner last measured it (-1: never analyzed). Succeeded jobs, most
+-- of a large table, are counted exactly only while it is small (dashboard_succeeded_count).
+SELECT (SELECT count(*) FROM job_queue WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM job_queue WHERE status = 'running') AS running,
+       (SELECT count(*) FROM job_queue WHERE status = 'failed') AS failed,
+       (SELECT count(*) FROM job_queue WHERE status = 'cancelled') AS cancelled,
+       (SELECT c.reltuples::bigint FROM pg_class c
+         WHERE c.oid = 'job_queue'::regclass) AS estimated_rows;
+
+-- name: succeeded_count
+-- A full scan: only for a small table (the overview shows an estimate otherwise).
+SELECT count(*) AS jobs FROM job_queue WHERE status = 'succeeded';
+
+-- name: live_breakdown
+-- Pending, running and failed jobs by queue and task type, each branch read through its
+-- partial index; for pending also the age of the oldest due job.
+SELECT queue, task_type, 'pending' AS status, count(*) AS jobs,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8
+         AS oldest_due_age_s
+  FROM job_queue
+ WHERE status = 'pending'
+ GROUP BY queue, task_type
+UNION ALL
+SELECT queue, task_type, 'running', count(*), NULL
+  FROM job_queue
+ WHERE status = 'running'
+ GROUP BY queue, task_type
+UNION ALL
+SELECT queue, task_type, 'failed', count(*), NULL
+  FROM job_queue
+ WHERE status = 'failed'
+ GROUP BY queue, task_type
+ ORDER BY 1, 2, 3;
+
+-- name: throughput
+-- Finished attempts since $1 in buckets of $2 ('minute' or 'hour', UTC): succeeded, and
+-- failed (failed for good, retried or rescued). job_runs rows are written when an attempt
+-- ends, so every row is a finished run; the BRIN index on started_at finds the recent pages.
+SELECT date_trunc($2, started_at, 'UTC') AS bucket,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status IN ('failed', 'retry', 'rescued')) AS failed
+  FROM job_runs
+ WHERE started_at >= $1
+ GROUP BY 1
+ ORDER BY 1;
+
+-- name: jobs
+-- The job list: $1 status, $2 queue, $3 task type, $4 text in last_error (case-insensitive,
+-- not a pattern), $5 keyset (ids below it), $6 page size.
+SELECT id, queue, task_type, status, priority, attempts, max_attempts, run_type, run_at,
+       created_at, finished_at, left(last_error, 160) AS error_excerpt
+  FROM job_queue
+ WHERE ($1::text IS NULL OR status = $1)
+   AND ($2::text IS NULL OR queue = $2)
+   AND ($3::text IS NULL OR task_type = $3)
+   AND ($4::text IS NULL
+        OR (last_error IS NOT NULL AND strpos(lower(last_error), lower($4)) > 0))
+   AND ($5::bigint IS NULL OR id < $5)
+ ORDER BY id DESC
+ LIMIT $6;
+
+-- name: job_runs
+-- A job's attempts, newest first (job_runs_job_idx).
+SELECT id, status, reason, attempt, run_type, started_at, finished_at, duration_ms,
+       worker_id, user_id, rows_affected, notes, error
+  FROM job_runs
+ WHERE job_id = $1
+ ORDER BY id DESC
+ LIMIT $2;
+
+-- name: first_run
+-- The first attempt of job $1 (a manual run's outcome), or nothing while it is unfinished.
+SELECT id, status, reason, attempt, started_at, finished_at, rows_affected, notes, error
+  FROM job_runs
+ WHERE job_id = $1
+ ORDER BY id
+ LIMIT 1;
+
+-- name: runs
+-- The runs list: $1 status, $2 run type, $3 task type (job_key), $4 user, $5 keyset, $6
+-- page size. For a manual run, who started it (the audit row of the enqueue, by target).
+SELECT r.id, r.job_id, r.job_key, r.queue, r.run_type, r.status, r.reason, r.attempt,
+       r.started_at, r.finished_at, r.duration_ms, r.rows_affected, r.user_id, r.worker_id,
+       r.schedule_name, left(r.error, 160) AS error_excerpt, a.actor
+  FROM job_runs r
+  LEFT JOIN LATERAL (
+    SELECT x.actor
+      FROM job_admin_audit x
+     WHERE r.run_type = 'manual'
+       AND x.target = 'job:' || r.job_id
+       AND x.action IN ('schedule_run_now', 'job_enqueue')
+     ORDER BY x.id DESC
+     LIMIT 1) a ON true
+ WHERE ($1::text IS NULL OR r.status = $1)
+   AND ($2::text IS NULL OR r.run_type = $2)
+   AND ($3::text IS NULL OR r.job_key = $3)
+   AND ($4::uuid IS NULL OR r.user_id = $4)
+   AND ($5::bigint IS NULL OR r.id < $5)
+ ORDER BY r.id DESC
+ LIMIT $6;
+
+-- name: audit_entries
+-- Audit rows about one target ('job:42', 'schedule:x'), newest first; $2 rows.
+SELECT id, at, actor, action, detail, remote_addr
+  FROM job_admin_audit
+ WHERE target = $1
+ ORDER BY id DESC
+ LIMIT $2;
+
+-- name: recent_audit
+SELECT id, at, actor, action, target, remote_addr
+  FROM job_admin_audit
+ ORDER BY id DESC
+ LIMIT $1;
+
+-- name: schedule
+SELECT * FROM job_schedules WHERE name = $1;
+
+-- name: schedule_jobs
+-- A schedule's jobs, newest first (job_queue_schedule_idx): $2 keyset, $3 page size.
+SELECT id, status, attempts, run_type, run_at, created_at, finished_at,
+       left(last_error, 160) AS error_excerpt
+  FROM job_queue
+ WHERE schedule_name = $1
+   AND ($2::bigint IS NULL OR id < $2)
+ ORDER BY id DESC
+ LIMIT $3;
+
+-- name: schedule_last_tick
+-- The newest job the scheduler enqueued for schedule $1 (job_queue_schedule_idx, newest
+-- first), or none if it never ran. Its tick is in its dedupe key (scheduler.dedupe_key):
+-- run_at is the tick only until a retry moves it. job_schedules.last_tick_at is not the
+-- last tick: creating, re-timing or resuming a schedule moves it to that moment.
+SELECT id, run_at, dedupe_key
+  FROM job_queue
+ WHERE schedule_name = $1 AND run_type = 'cron'
+ ORDER BY id DESC
+ LIMIT 1;
+
+-- name: job
+SELECT * FROM job_queue WHERE id = $1;
+
+-- name: paused_queues
+SELECT queue, paused_at, paused_by, reason FROM job_queue_pauses ORDER BY queue;
+
+-- name: queues
+-- Every queue that has live jobs or is paused: pending and running counts, the age of the
+-- oldest due job, and the pause (each branch reads a partial index, as queue_metrics does).
+WITH live AS (
+  SELECT queue, 'pending' AS status, count(*) AS jobs,
+         min(run_at) FILTER (WHERE run_at <= now()) AS oldest_due
+    FROM job_queue
+   WHERE status = 'pending'
+   GROUP BY queue
+  UNION ALL
+  SELECT queue, 'running', count(*), NULL
+    FROM job_queue
+   WHERE status = 'running'
+   GROUP BY queue
+), names AS (
+  SELECT queue FROM live
+  UNION
+  SELECT queue FROM job_queue_pauses
+)
+SELECT n.queue,
+       coalesce(sum(l.jobs) FILTER (WHERE l.status = 'pending'), 0)::bigint AS pending,
+       coalesce(sum(l.jobs) FILTER (WHERE l.status = 'running'), 0)::bigint AS running,
+       extract(epoch FROM now() - min(l.oldest_due))::float8 AS oldest_due_age_s,
+       p.queue IS NOT NULL AS paused, p.paused_at, p.paused_by, p.reason
+  FROM names n
+  LEFT JOIN live l ON l.queue = n.queue
+  LEFT JOIN job_queue_pauses p ON p.queue = n.queue
+ GROUP BY n.queue, p.queue, p.paused_at, p.paused_by, p.reason
+ ORDER BY n.queue;
+
+-- name: status_breakdown
+SELECT queue, task_type, status, count(*) AS jobs
+  FROM job_queue
+ GROUP BY queue, task_type, status
+ ORDER BY queue, task_type, status;
+
+-- name: oldest_pending
+-- Age in seconds of the oldest due pending job per queue.
+SELECT queue, extract(epoch FROM now() - min(run_at))::float8 AS age_s, count(*) AS due
+  FROM job_queue
+ WHERE status = 'pending' AND run_at <= now()
+ GROUP BY queue
+ ORDER BY queue;
+
+-- name: pending_task_types
+SELECT task_type, count(*) AS jobs
+  FROM job_queue
+ WHERE status = 'pending'
+ GROUP BY task_type
+ ORDER BY task_type;
+
+-- name: list_schedules
+SELECT * FROM job_schedules_list();
+
+-- name: schedule_history
+SELECT * FROM job_schedule_history($1, $2);
+
+-- == changes (each with its audit row, in one transaction) ==
+
+-- name: audit
+INSERT INTO job_admin_audit (actor, action, target, detail, remote_addr)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id;
+
+-- name: retry_job
+-- A failed or cancelled job back to pending, due now, with one more attempt than it has
+-- used (so attempt numbers in job_runs stay unique); last_error stays for the record. A
+-- live job holding the same dedupe key wins: nothing changes.
+WITH old AS (
+  SELECT j.id, j.status
+    FROM job_queue j
+   WHERE j.id = $1
+     AND j.status IN ('failed', 'cancelled')
+     AND NOT EXISTS (SELECT 1 FROM job_queue d
+                      WHERE d.dedupe_key = j.dedupe_key AND d.status IN ('pending', 'running'))
+     FOR UPDATE OF j
+)
+UPDATE job_queue j
+   SET status = 'pending',
+       run_at = now(),
+       max_attempts = greatest(coalesce(j.max_attempts, j.attempts), j.attempts + 1),
+       finished_at = NULL,
+       locked_by = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+  FROM old
+ WHERE j.id = old.id
+RETURNING j.id, old.status AS previous_status, j.attempts, j.max_attempts;
+
+-- name: cancel_job
+-- Cancel a pending or running job. A running attempt is closed with a 'cancelled' job_runs
+-- row ($2: who); its worker's own outcome is then discarded by finish_and_claim's guard
+-- (status = 'running'), and its heartbeat stops the handler (extend_leases finds the row
+-- no longer running).
+WITH old AS (
+  SELECT id, status, attempts, locked_by, started_at
+    FROM job_queue
+   WHERE id = $1 AND status IN ('pending', 'running')
+     FOR UPDATE
+), cancelled AS (
+  UPDATE job_queue j
+     SET status = 'cancelled',
+         finished_at = now(),
+         locked_by = NULL,
+         lease_expires_at = NULL,
+         updated_at = now()
+    FROM old
+   WHERE j.id = old.id
+  RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name
+), closed AS (
+  INSERT INTO job_runs (job_id, job_key, queue, run_type, status, reason, attempt, error,
+                        user_id, worker_id, schedule_name, started_at, finished_at,
+                        duration_ms)
+  SELECT c.id, c.task_type, c.queue, c.run_type, 'cancelled', 'cancelled_by_admin',
+         o.attempts, 'cancelled by ' || $2, c.requested_by, o.locked_by,
+         c.schedule_name, coalesce(o.started_at, now()), now(),
+         least(greatest(0, extract(epoch FROM now() - coalesce(o.started_at, now())) * 1000),
+               2147483647)::int
+    FROM cancelled c
+    JOIN old o ON o.id = c.id
+   WHERE o.status = 'running'
+  RETURNING job_id
+)
+SELECT c.id, o.status AS previous_status, (SELECT count(*) FROM closed) AS runs_closed
+  FROM cancelled c
+  JOIN old o ON o.id = c.id;
+
+-- name: run_job_now
+-- A pending job due now (it keeps its place among due jobs by priority).
+WITH old AS (
+  SELECT id, run_at FROM job_queue WHERE id = $1 AND status = 'pending' FOR UPDATE
+)
+UPDATE job_queue j
+   SET run_at = least(j.run_at, now()), updated_at = now()
+  FROM old
+ WHERE j.id = old.id
+RETURNING j.id, old.run_at AS previous_run_at;
+
+-- name: run_schedule_now
+-- One manual run of schedule $1, now (whatever its timing; paused or not), on behalf of
+-- user $2 (null: not a signed-in user).
+INSERT INTO job_queue (task_type, payload, queue, priority, max_attempts, run_type,
+                       schedule_name, requested_by)
+SELECT s.task_type, s.payload, s.queue, s.priority, s.max_attempts, 'manual', s.name, $2
+  FROM job_schedules s
+ WHERE s.name = $1
+RETURNING id, schedule_name;
+
+-- name: retime_schedule
+SELECT * FROM job_schedule_retime($1, $2, $3);
+
+-- name: enqueue
+-- One job for an admin (CLI, API, dashboard): $8 run type ('manual' for a manual run), $9
+-- who asked. A live job holding dedupe key $7 wins: nothing is inserted and that job is
+-- returned with created = false. (A conflicting job committed after this statement's
+-- snapshot is not visible to the second branch: no row; the caller asks again.)
+WITH inserted AS (
+  INSERT INTO job_queue (task_type, payload, run_at, queue, priority, max_attempts,
+                         dedupe_key, run_type, requested_by)
+  VALUES ($1, $2, coalesce($3, now()), $4, $5, $6, $7, $8, $9)
+  ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')
+  DO NOTHING
+  RETURNING id, status
+)
+SELECT id, status, true AS created FROM inserted
+UNION ALL
+SELECT j.id, j.status, false
+  FROM job_queue j
+ WHERE j.dedupe_key = $7
+   AND j.status IN ('pending', 'running')
+   AND NOT EXISTS (SELECT 1 FROM inserted)
+ LIMIT 1;
+
+-- name: pause_queue
+SELECT job_queue_pause($1, $2) AS changed;
+
+-- name: resume_queue
+SELECT job_queue_resume($1) AS changed;
+
+-- name: create_schedule
+SELECT * FROM job_schedule_create(name => $1, cron => $2, task_type => $3, payload => $4,
+                                  timezone => $5, queue => $6, priority => $7,
+                                  max_attempts => $8, missed => $9, active => $10);
+
+-- name: update_schedule
+-- Null arguments leave a field as it is.
+SELECT * FROM job_schedule_update(name => $1, cron => $2, timezone => $3, task_type => $4,
+                                  payload => $5, queue => $6, priority => $7,
+                                  max_attempts => $8, missed => $9);
+
+-- name: toggle_schedule
+SELECT * FROM job_schedule_toggle($1, $2);
+
+-- name: delete_schedule
+SELECT job_schedule_delete($1) AS deleted;
+
+-- == dashboard sessions ==
+
+-- name: session_create
+-- A new session ($1: SHA-256 of its id) for user $2 until $3; expired ones go first.
+WITH expired AS (
+  DELETE FROM job_dashboard_sessions WHERE expires_at < now() - interval '1 day'
+)
+INSERT INTO job_dashboard_sessions (id_sha256, user_name, expires_at, remote_addr)
+VALUES ($1, $2, $3, $4);
+
+-- name: session_user
+-- The user of a live session (not revoked, not expired), or nothing.
+SELECT user_name
+  FROM job_dashboard_sessions
+ WHERE id_sha256 = $1 AND revoked_at IS NULL AND expires_at > now();
+
+-- name: session_revoke
+UPDATE job_dashboard_sessions
+   SET revoked_at = now()
+ WHERE id_sha256 = $1 AND revoked_at IS NULL;
+
