@@ -1,0 +1,1 @@
+"""Use cases shared by the CLI, the HTTP API and the dashboard."""
