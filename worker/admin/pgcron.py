@@ -27,6 +27,7 @@ one place its value is shown.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -825,14 +826,8 @@ def build_plan(context: Context, jobs: Iterable[CronJob]) -> Plan:
         if conversion.endpoint is not None:
             endpoints[conversion.endpoint.name] = conversion.endpoint
         notes = (*([renamed] if renamed else []), *conversion.notes)
-        steps.append(_with_notes(conversion, notes))
+        steps.append(dataclasses.replace(conversion, notes=notes))
     return Plan(context.database, context.timezone, tuple(steps))
-
-
-def _with_notes(conversion: Conversion, notes: tuple[str, ...]) -> Conversion:
-    return Conversion(
-        conversion.job, conversion.schedule, conversion.endpoint, conversion.function, notes
-    )
 
 
 def schedule_name(job: CronJob) -> tuple[str, str | None]:
@@ -886,7 +881,8 @@ def _convert(
     )
     if problem is not None:
         raise _refuse(problem)
-    return _with_notes(conversion, (*conversion.notes, *_common_notes(job, schedule, context)))
+    notes = (*conversion.notes, *_common_notes(job, schedule, context))
+    return dataclasses.replace(conversion, notes=notes)
 
 
 def _check_cron(expr: str) -> None:
@@ -1072,15 +1068,7 @@ def _named(endpoint: Endpoint, schedule: str, endpoints: Mapping[str, Endpoint])
     while name in endpoints:
         n += 1
         name = f"{base}_{n}"
-    return Endpoint(
-        name=name,
-        url=endpoint.url,
-        url_shown=endpoint.url_shown,
-        secret_header=endpoint.secret_header,
-        secret=endpoint.secret,
-        secret_shown=endpoint.secret_shown,
-        timeout_s=endpoint.timeout_s,
-    )
+    return dataclasses.replace(endpoint, name=name)
 
 
 # -- planning against the database ------------------------------------------------------------
