@@ -1,6 +1,6 @@
 """import-pg-cron without a database: reading commands, planning, the dry-run table.
 
-The commands are the apps' own (../shared seeds 002, 003, 004): pasted here verbatim where
+The commands are the apps' own (their documents 002, 003 and 004): pasted here verbatim where
 their documents give a `cron.schedule(...)` command, and in the shape the game-platform
 app's `create_cron_job()` writes for its `job_queue_enqueue` jobs.
 """
