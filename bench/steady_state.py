@@ -149,6 +149,7 @@ def worker_env(dsn: str, args: argparse.Namespace, port: int) -> dict[str, str]:
             "DATABASE_URL": dsn,
             "WORKER_HTTP_PORT": str(port),
             "WORKER_SCHEDULER": "off",
+            "WORKER_HANDLER_MODULES": "handlers.demo",  # noop, echo, flaky: the job mix
             "WORKER_LOG_FORMAT": "json",
             "WORKER_RETRY_BASE_S": "0",
             "WORKER_RETAIN_SUCCEEDED_DAYS": retain_days,

@@ -1,25 +1,10 @@
-"""The handlers this worker ships. Importing the package registers all of them."""
+"""The business handlers of the apps this worker serves, and their catalog.
 
-from handlers import (
-    challenges,
-    demo,
-    endpoints,
-    game_platform,
-    maintenance,
-    metrics,
-    trading,
-    usage,
-    wearables,
-)
+Importing this package registers nothing: a deployment loads the apps it serves (`APPS`,
+see handlers/apps.py), each of which names its handler modules and its schedule file.
+`handlers.bundled` loads every app, the demo included (the demo command, tests).
+"""
 
-__all__ = [
-    "challenges",
-    "demo",
-    "endpoints",
-    "game_platform",
-    "maintenance",
-    "metrics",
-    "trading",
-    "usage",
-    "wearables",
-]
+from handlers.apps import APPS, DEPLOYABLE, App
+
+__all__ = ["APPS", "DEPLOYABLE", "App"]

@@ -1,10 +1,15 @@
 """The challenges app's engagement jobs: closing expired challenges and streak reminders.
 
-`auto_complete_challenges` closes active challenges past `ends_at`, a batch per statement
-(the status change and every member's notification commit together): `completed` when the
-members' average completion reaches HANDLERS_CHALLENGE_SUCCESS_PCT (80), else `failed`.
-Only `active` challenges are taken, and notifications carry a dedupe key
-(`challenge_closed:<id>`, unique per user), so a re-run never notifies twice.
+`auto_complete_challenges` does what the app's SQL function of that name does, once:
+active challenges whose `end_date` is before today (UTC) become `completed` when the
+average `completion_rate` of their `challenge_member_stats` reaches
+HANDLERS_CHALLENGE_SUCCESS_PCT (80), else `failed`, and every member gets the app's
+notification (type `challenge_completed`, "Challenge Completed!", `Your challenge "<name>"
+has ended`, data {challenge_id, status}). A batch per statement: the status change and its
+notifications commit together. Unlike the app's function, a re-run never notifies twice:
+only `active` challenges are taken, and notifications carry a dedupe key
+(`challenge_closed:<id>`, unique per user); and a challenge closed days late still
+notifies its members.
 
 `send_streak_reminders` runs hourly. Users whose local time (their own IANA time zone,
 `profiles.timezone`) is in the reminder hour (08:00-08:59) and who have logged nothing in
@@ -19,9 +24,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import pydantic
 from pydantic import AwareDatetime, Field
 
+from handlers import payloads, tables
 from handlers import settings as handler_settings
 from worker import queries
 from worker.registry import JobContext, JobResult, handler
@@ -29,9 +34,7 @@ from worker.registry import JobContext, JobResult, handler
 Q = queries.load("handlers", "queries.sql")
 
 
-class AutoCompletePayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class AutoCompletePayload(payloads.Payload):
     batch_size: int = Field(default=100, ge=1, le=10_000)
     """Challenges closed per transaction."""
 
@@ -40,9 +43,10 @@ class AutoCompletePayload(pydantic.BaseModel):
 async def auto_complete_challenges(ctx: JobContext, payload: AutoCompletePayload) -> JobResult:
     """Close active challenges past their end date and notify their members once."""
     threshold = handler_settings.get().challenge_success_pct
+    close = await tables.statement(ctx.pool, "close_expired_challenges")
     completed = failed = notified = 0
     while True:
-        closed = await ctx.pool.fetch(Q["close_expired_challenges"], payload.batch_size, threshold)
+        closed = await ctx.pool.fetch(close, payload.batch_size, threshold)
         for row in closed:
             completed += row["status"] == "completed"
             failed += row["status"] == "failed"
@@ -60,9 +64,7 @@ async def auto_complete_challenges(ctx: JobContext, payload: AutoCompletePayload
     )
 
 
-class StreakRemindersPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class StreakRemindersPayload(payloads.Payload):
     as_of: AwareDatetime | None = None
     """The moment to evaluate local times at (default: the database's now())."""
 
@@ -108,7 +110,7 @@ async def send_streak_reminders(ctx: JobContext, payload: StreakRemindersPayload
     due = sent = 0
     if zones:
         row = await ctx.pool.fetchrow(
-            Q["send_streak_reminders"],
+            await tables.statement(ctx.pool, "send_streak_reminders"),
             [z.timezone for z in zones],
             [z.local_day for z in zones],
             [z.day_start for z in zones],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio
 import pydantic
 
+from handlers import payloads
 from worker import errors
 from worker.registry import JobContext, JobResult, handler
 
@@ -19,9 +20,7 @@ async def noop(ctx: JobContext, payload: NoopPayload) -> JobResult:
     return JobResult()
 
 
-class EchoPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class EchoPayload(payloads.Payload):
     message: str = pydantic.Field(max_length=10_000)
     delay_s: float = pydantic.Field(default=0.0, ge=0, le=60)
 
@@ -35,9 +34,7 @@ async def echo(ctx: JobContext, payload: EchoPayload) -> JobResult:
     return JobResult(rows_affected=1, notes=[payload.message], data={"echo": payload.message})
 
 
-class FlakyPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class FlakyPayload(payloads.Payload):
     fail_times: int = pydantic.Field(default=1, ge=0, le=100)
     retry_in_s: float = pydantic.Field(default=0.0, ge=0, le=3600)
 

@@ -1,10 +1,10 @@
 """A little demo data for `python -m worker demo` on the embedded database.
 
 `prepare()` seeds the reference tables and returns the business jobs the demo enqueues.
-Reference rows (users, tickers, wallets, a finished challenge, yesterday's usage, the
-previous hour's price ticks) are inserted once; every run adds a few new trade orders, whose
-insert trigger enqueues `process_orders`. A second run shows the other handlers finding
-nothing new to do: they are idempotent.
+Reference rows (users, tickers, wallets, two finished challenges, yesterday's usage, the
+previous hour's price ticks) are inserted once; every run adds a few new trade orders to
+`queue`, whose insert trigger enqueues `process_orders`. A second run shows the other
+handlers finding nothing new to do: they are idempotent.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncpg
 from handlers import settings as handler_settings
 
 DEMO_VIEW = "challenge_stats"
+DEMO_FUNCTION = "refresh_issuer_stats_cache"
 
 JOBS: list[tuple[str, dict[str, Any]]] = [
     ("rollup_usage", {}),
@@ -24,6 +25,8 @@ JOBS: list[tuple[str, dict[str, Any]]] = [
     ("send_streak_reminders", {}),
     ("sync_wearables", {}),
     ("refresh_metrics", {"views": [DEMO_VIEW]}),
+    ("call_function", {"function": DEMO_FUNCTION}),
+    ("game_platform_sync", {"dryRun": True, "coachId": None}),
 ]
 """Enqueued by the demo after seeding (process_orders is enqueued by the orders trigger)."""
 
@@ -67,29 +70,38 @@ SELECT t.symbol, round(t.current_price * (1 + k.pct / 100.0), 4),
                       AND p.recorded_at >= date_trunc('hour', now(), 'UTC') - interval '1 hour'
                       AND p.recorded_at < date_trunc('hour', now(), 'UTC'));
 
--- Yesterday's (UTC) usage, once per day.
-INSERT INTO usage_events (user_id, event_type, quantity, occurred_at)
-SELECT u.id, 'synthesis', e.chars, date_trunc('day', now(), 'UTC') - interval '1 day' + e.at
-  FROM (VALUES ('Alice', 1200, interval '9 hours'), ('Alice', 800, interval '13 hours'),
-               ('Bob', 450, interval '20 hours')) AS e(name, chars, at)
+-- Yesterday's (UTC) usage, once per day: TTS requests, and a login the rollup leaves out.
+INSERT INTO usage_events (user_id, event_type, characters_processed, "timestamp")
+SELECT u.id, e.event_type, e.chars, date_trunc('day', now(), 'UTC') - interval '1 day' + e.at
+  FROM (VALUES ('Alice', 'TTS_REQUEST', 1200, interval '9 hours'),
+               ('Alice', 'TTS_REQUEST', 800, interval '13 hours'),
+               ('Bob', 'TTS_REQUEST', 450, interval '20 hours'),
+               ('Bob', 'LOGIN', 1, interval '20 hours')) AS e(name, event_type, chars, at)
   JOIN demo_user u USING (name)
  WHERE NOT EXISTS (SELECT 1 FROM usage_events e
-                    WHERE e.occurred_at >= date_trunc('day', now(), 'UTC') - interval '1 day'
-                      AND e.occurred_at < date_trunc('day', now(), 'UTC'));
+                    WHERE e."timestamp" >= date_trunc('day', now(), 'UTC') - interval '1 day'
+                      AND e."timestamp" < date_trunc('day', now(), 'UTC'));
 
--- Two challenges that ended an hour ago, once.
+-- Two challenges whose last day was yesterday (UTC), once.
 WITH made AS (
-  INSERT INTO challenges (title, starts_at, ends_at)
-  SELECT v.title, now() - interval '30 days', now() - interval '1 hour'
-    FROM (VALUES ('Demo: 10k steps a day'), ('Demo: no sugar week')) AS v(title)
-   WHERE NOT EXISTS (SELECT 1 FROM challenges c WHERE c.title LIKE 'Demo: %')
-  RETURNING id, title
+  INSERT INTO challenges (name, start_date, end_date)
+  SELECT v.name, (now() AT TIME ZONE 'UTC')::date - 30, (now() AT TIME ZONE 'UTC')::date - 1
+    FROM (VALUES ('Demo: 10k steps a day'), ('Demo: no sugar week')) AS v(name)
+   WHERE NOT EXISTS (SELECT 1 FROM challenges c WHERE c.name LIKE 'Demo: %')
+  RETURNING id, name
+), joined AS (
+  INSERT INTO challenge_members (challenge_id, user_id)
+  SELECT made.id, u.id FROM made CROSS JOIN demo_user u
+  RETURNING challenge_id, user_id
 )
-INSERT INTO challenge_members (challenge_id, user_id, completion_pct)
-SELECT made.id, u.id, CASE WHEN made.title LIKE '%steps%' THEN m.steps ELSE m.sugar END
-  FROM made
- CROSS JOIN (VALUES ('Alice', 95, 40), ('Bob', 85, 70), ('Chiyo', 70, 20)) AS m(name, steps, sugar)
-  JOIN demo_user u USING (name);
+INSERT INTO challenge_member_stats (challenge_id, user_id, completion_rate)
+SELECT j.challenge_id, j.user_id,
+       CASE WHEN made.name LIKE '%steps%' THEN m.steps ELSE m.sugar END
+  FROM joined j
+  JOIN made ON made.id = j.challenge_id
+  JOIN demo_user u ON u.id = j.user_id
+  JOIN (VALUES ('Alice', 95, 40), ('Bob', 85, 70), ('Chiyo', 70, 20)) AS m(name, steps, sugar)
+    ON m.name = u.name;
 
 INSERT INTO activity_logs (user_id, kind, logged_at)
 SELECT u.id, 'water', now() FROM demo_user u
@@ -100,7 +112,7 @@ SELECT id, 'default', lower(name) FROM demo_user WHERE name = 'Alice'
 ON CONFLICT (provider, external_user_id) DO NOTHING;
 
 -- New orders on every run: their insert trigger enqueues process_orders.
-INSERT INTO trade_orders (user_id, ticker, order_type, amount_usdp)
+INSERT INTO queue (user_id, ticker, order_type, amount_usdp)
 SELECT u.id, o.ticker, o.order_type, o.amount
   FROM (VALUES (1, 'Alice', 'ACME', 'buy', 100), (2, 'Bob', 'GLOBEX', 'sell', 80),
                (3, 'Chiyo', 'INITECH', 'buy', 25), (4, 'Chiyo', 'ACME', 'buy', 5000),
@@ -111,13 +123,16 @@ SELECT u.id, o.ticker, o.order_type, o.amount
 
 
 async def prepare(pool: asyncpg.Pool) -> list[tuple[str, dict[str, Any]]]:
-    """Seed the demo rows and new orders; allow the demo's materialized view in this
-    process's handler settings; return the jobs to enqueue."""
+    """Seed the demo rows and new orders; allow the demo's materialized view and stats
+    function in this process's handler settings; return the jobs to enqueue."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(_SEED)  # constants only: one script, no parameters
     conf = handler_settings.get()
+    update: dict[str, list[str]] = {}
     if DEMO_VIEW not in conf.metrics_views:
-        handler_settings.use(
-            conf.model_copy(update={"metrics_views": [*conf.metrics_views, DEMO_VIEW]})
-        )
+        update["metrics_views"] = [*conf.metrics_views, DEMO_VIEW]
+    if DEMO_FUNCTION not in conf.call_functions:
+        update["call_functions"] = [*conf.call_functions, DEMO_FUNCTION]
+    if update:
+        handler_settings.use(conf.model_copy(update=update))
     return list(JOBS)

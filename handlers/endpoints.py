@@ -20,7 +20,7 @@ from typing import Any
 
 import pydantic
 
-from handlers import apiclient
+from handlers import apiclient, payloads
 from handlers import settings as handler_settings
 from handlers.settings import EndpointName
 from worker import errors
@@ -29,12 +29,10 @@ from worker.registry import JobContext, JobResult, handler
 _STORED_BODY_CHARS = 4000
 
 
-class CallEndpointPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class CallEndpointPayload(payloads.Payload):
     endpoint: EndpointName
     """A key of HANDLERS_ENDPOINTS."""
-    body: dict[str, Any] = {}
+    body: dict[str, Any] = pydantic.Field(default_factory=dict)
     """JSON object to POST (default {})."""
 
 

@@ -24,7 +24,7 @@ import asyncpg
 import pydantic
 from pydantic import Field
 
-from handlers import apiclient, outcomes
+from handlers import apiclient, outcomes, payloads
 from handlers import settings as handler_settings
 from worker import errors, queries
 from worker.registry import JobContext, JobResult, handler
@@ -32,18 +32,14 @@ from worker.registry import JobContext, JobResult, handler
 Q = queries.load("handlers", "queries.sql")
 
 
-class GameSyncPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class GameSyncPayload(payloads.Payload):
     dry_run: bool = False
     """Fetch and report; write nothing (cursors stay where they are)."""
     coach_id: UUID | None = None
     """Only this coach's competitors."""
 
 
-class TotalsSweepPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class TotalsSweepPayload(payloads.Payload):
     coach_id: UUID | None = None
     limit: int | None = Field(default=None, ge=1, le=100_000)
     """Most competitors this run (default HANDLERS_GAME_PLATFORM_SWEEP_BATCH)."""

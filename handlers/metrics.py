@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pydantic
 
+from handlers import payloads, sqlnames
 from handlers import settings as handler_settings
-from handlers import sqlnames
 from handlers.settings import SqlName
 from worker import errors
 from worker.registry import JobContext, JobResult, handler
@@ -25,9 +25,7 @@ NOT_CONFIGURED_NOTE = (
 )
 
 
-class RefreshMetricsPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class RefreshMetricsPayload(payloads.Payload):
     views: list[SqlName] | None = pydantic.Field(default=None, max_length=100)
     """Views to refresh, from HANDLERS_METRICS_VIEWS."""
     functions: list[SqlName] | None = pydantic.Field(default=None, max_length=100)

@@ -1,8 +1,11 @@
 -- Every SQL statement the bundled handlers run, by name (worker.queries.load("handlers",
--- "queries.sql")). The tables are the reference set's (schema/reference/); README.md ("The business handlers")
--- lists the columns each handler needs. A test PREPAREs each statement against that schema.
--- The only SQL text built at run time is in handlers/sqlnames.py, from allow-listed names
--- that PostgreSQL itself resolved and quoted.
+-- "queries.sql")). The tables are the reference set's (schema/reference/), which use the
+-- apps' own names; README.md ("The business handlers") lists the columns each handler needs.
+-- A table an app may keep under another name (HANDLERS_TABLES) is written `{queue}`, its
+-- columns `{queue.date}`: handlers/tables.py fills them in with what PostgreSQL resolved
+-- and quoted. A test PREPAREs each statement against the reference schema. The only other
+-- SQL text built at run time is in handlers/sqlnames.py, from allow-listed names that
+-- PostgreSQL itself resolved and quoted.
 
 -- name: db_now
 SELECT now();
@@ -23,12 +26,32 @@ SELECT c.oid::regclass::text AS name,
  WHERE c.oid = to_regclass($1::text) AND c.relkind = 'm';
 
 -- name: resolve_function
--- The argument-less function named $1, printed by PostgreSQL as a call: `name()`.
-SELECT p.oid::regprocedure::text AS call,
+-- The argument-less function (not a procedure or aggregate) named $1, printed by PostgreSQL
+-- as a call: `name()`.
+SELECT p.oid::bigint AS oid,
+       p.oid::regprocedure::text AS call,
        p.prorettype::regtype::text AS returns,
        p.proretset AS returns_set
   FROM pg_proc p
- WHERE p.oid = to_regprocedure($1::text || '()');
+ WHERE p.oid = to_regprocedure($1::text || '()') AND p.prokind = 'f';
+
+-- name: resolve_table
+-- The relation named $1 as PostgreSQL prints it, its kind, and for each column name of $2
+-- (matched exactly) the column as quote_ident prints it, or null when it has none.
+SELECT c.oid::regclass::text AS name,
+       c.relkind::text AS kind,
+       ARRAY(SELECT (SELECT quote_ident(a.attname::text)
+                       FROM pg_attribute a
+                      WHERE a.attrelid = c.oid AND a.attname = w.name
+                        AND a.attnum > 0 AND NOT a.attisdropped)
+               FROM unnest($2::text[]) WITH ORDINALITY AS w(name, ord)
+              ORDER BY w.ord) AS columns
+  FROM pg_class c
+ WHERE c.oid = to_regclass($1::text);
+
+-- name: set_statement_timeout
+-- For the rest of this transaction only (also through a transaction-mode pooler).
+SELECT set_config('statement_timeout', $1::text, true);
 
 -- ---------------------------------------------------------------------------------------
 -- sync_wearables
@@ -122,10 +145,11 @@ RETURNING needs_totals_refresh;
 
 -- name: next_pending_order
 -- The oldest pending order no other worker holds; locked until this transaction ends.
-SELECT id, user_id, ticker, order_type, amount_usdp
-  FROM trade_orders
- WHERE status = 'pending'
- ORDER BY created_at, id
+SELECT o.{queue.id} AS id, o.{queue.user_id} AS user_id, o.{queue.ticker} AS ticker,
+       o.{queue.order_type} AS order_type, o.{queue.amount_usdp} AS amount_usdp
+  FROM {queue} o
+ WHERE o.{queue.status} = 'pending'
+ ORDER BY o.{queue.date}, o.{queue.id}
  LIMIT 1
    FOR UPDATE SKIP LOCKED;
 
@@ -165,15 +189,16 @@ ON CONFLICT (user_id, ticker) DO UPDATE
    SET quantity = h.quantity + excluded.quantity, updated_at = now();
 
 -- name: complete_order
-UPDATE trade_orders
-   SET status = 'completed', executed_price = $2, executed_quantity = $3,
-       failure_reason = NULL, processed_at = now()
- WHERE id = $1 AND status = 'pending';
+UPDATE {queue}
+   SET {queue.status} = 'completed', {queue.executed_price} = $2,
+       {queue.executed_quantity} = $3, {queue.failure_reason} = NULL,
+       {queue.processed_at} = now()
+ WHERE {queue.id} = $1 AND {queue.status} = 'pending';
 
 -- name: fail_order
-UPDATE trade_orders
-   SET status = 'failed', failure_reason = $2, processed_at = now()
- WHERE id = $1 AND status = 'pending';
+UPDATE {queue}
+   SET {queue.status} = 'failed', {queue.failure_reason} = $2, {queue.processed_at} = now()
+ WHERE {queue.id} = $1 AND {queue.status} = 'pending';
 
 -- ---------------------------------------------------------------------------------------
 -- snapshot_prices
@@ -219,47 +244,58 @@ SELECT (now() AT TIME ZONE 'UTC')::date;
 SELECT pg_advisory_xact_lock(hashtextextended('rollup_usage:' || $1::date::text, 0));
 
 -- name: rollup_usage_day
--- Day $1 (UTC): add to monthly_usage the difference between the day's events now and what
+-- Day $1 (UTC), counting events of the types $2 (empty: all) and, when $3, only those with
+-- characters: add to monthly_usage the difference between the day's events now and what
 -- daily_usage counted last time, then make daily_usage say what was counted. Running a day
 -- twice adds nothing the second time; late events are added when the day is run again.
--- Returns (users with events, events, monthly rows changed).
+-- Returns (users with events, events, monthly rows changed, daily rows changed).
 WITH fresh AS (
-  SELECT e.user_id, count(*)::bigint AS event_count, coalesce(sum(e.quantity), 0) AS quantity
-    FROM usage_events e
-   WHERE e.occurred_at >= ($1::date)::timestamp AT TIME ZONE 'UTC'
-     AND e.occurred_at < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'
-   GROUP BY e.user_id
+  SELECT e.{usage_events.user_id} AS user_id, count(*)::bigint AS event_count,
+         coalesce(sum(e.{usage_events.characters_processed}), 0)::bigint AS characters
+    FROM {usage_events} e
+   WHERE e.{usage_events.timestamp} >= ($1::date)::timestamp AT TIME ZONE 'UTC'
+     AND e.{usage_events.timestamp} < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'
+     AND (cardinality($2::text[]) = 0 OR e.{usage_events.event_type} = ANY ($2::text[]))
+     AND (NOT $3::boolean OR e.{usage_events.characters_processed} > 0)
+   GROUP BY 1
 ), counted AS (
-  SELECT d.user_id, d.event_count, d.quantity FROM daily_usage d WHERE d.day = $1::date
+  SELECT d.user_id, d.event_count, d.characters_processed AS characters
+    FROM daily_usage d
+   WHERE d.day = $1::date
 ), delta AS (
   SELECT coalesce(f.user_id, c.user_id) AS user_id,
-         coalesce(f.event_count, 0) - coalesce(c.event_count, 0) AS event_count,
-         coalesce(f.quantity, 0) - coalesce(c.quantity, 0) AS quantity
+         coalesce(f.characters, 0) - coalesce(c.characters, 0) AS characters
     FROM fresh f FULL JOIN counted c ON c.user_id = f.user_id
 ), monthly AS (
-  INSERT INTO monthly_usage AS m (user_id, month, event_count, quantity)
-  SELECT user_id, date_trunc('month', $1::date)::date, event_count, quantity
+  INSERT INTO {monthly_usage} AS m
+         ({monthly_usage.user_id}, {monthly_usage.month_start_date},
+          {monthly_usage.total_characters_processed}, {monthly_usage.last_updated})
+  SELECT user_id, date_trunc('month', $1::date)::date, characters, now()
     FROM delta
-   WHERE event_count <> 0 OR quantity <> 0
-  ON CONFLICT (user_id, month) DO UPDATE
-     SET event_count = m.event_count + excluded.event_count,
-         quantity = m.quantity + excluded.quantity,
-         updated_at = now()
+   WHERE characters <> 0
+  ON CONFLICT ({monthly_usage.user_id}, {monthly_usage.month_start_date}) DO UPDATE
+     SET {monthly_usage.total_characters_processed} =
+           m.{monthly_usage.total_characters_processed}
+           + excluded.{monthly_usage.total_characters_processed},
+         {monthly_usage.last_updated} = now()
   RETURNING 1
 ), gone AS (
   DELETE FROM daily_usage d
    WHERE d.day = $1::date AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.user_id = d.user_id)
   RETURNING 1
 ), daily AS (
-  INSERT INTO daily_usage AS d (day, user_id, event_count, quantity)
-  SELECT $1::date, user_id, event_count, quantity FROM fresh
+  INSERT INTO daily_usage AS d (day, user_id, event_count, characters_processed)
+  SELECT $1::date, user_id, event_count, characters FROM fresh
   ON CONFLICT (day, user_id) DO UPDATE
-     SET event_count = excluded.event_count, quantity = excluded.quantity, rolled_up_at = now()
-   WHERE (d.event_count, d.quantity) IS DISTINCT FROM (excluded.event_count, excluded.quantity)
+     SET event_count = excluded.event_count,
+         characters_processed = excluded.characters_processed, rolled_up_at = now()
+   WHERE (d.event_count, d.characters_processed)
+         IS DISTINCT FROM (excluded.event_count, excluded.characters_processed)
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM fresh) AS users,
        (SELECT coalesce(sum(event_count), 0) FROM fresh)::bigint AS events,
+       (SELECT coalesce(sum(characters), 0) FROM fresh)::bigint AS characters,
        (SELECT count(*) FROM monthly) AS monthly_changed,
        (SELECT count(*) FROM gone) + (SELECT count(*) FROM daily) AS daily_changed;
 
@@ -267,46 +303,53 @@ SELECT (SELECT count(*) FROM fresh) AS users,
 -- auto_complete_challenges
 
 -- name: close_expired_challenges
--- Close up to $1 active challenges past their end: `completed` when the members' average
--- completion reaches $2 percent, otherwise (or with no members) `failed`; notify every
--- member once (the dedupe key makes a re-run insert nothing). Skips challenges another
--- worker is closing. Returns one row per challenge closed.
+-- Close up to $1 active challenges whose last day is before today (UTC): `completed` when
+-- the average completion_rate of their challenge_member_stats reaches $2 percent,
+-- otherwise (or with no stats) `failed`, as the app's auto_complete_challenges() decides;
+-- notify every member once, with the app's notification (the dedupe key makes a re-run
+-- insert nothing). Skips challenges another worker is closing. Returns one row per
+-- challenge closed.
 WITH due AS (
-  SELECT c.id
-    FROM challenges c
-   WHERE c.status = 'active' AND c.ends_at <= now()
-   ORDER BY c.ends_at, c.id
+  SELECT c.{challenges.id} AS id
+    FROM {challenges} c
+   WHERE c.{challenges.status} = 'active'
+     AND c.{challenges.end_date} < (now() AT TIME ZONE 'UTC')::date
+   ORDER BY c.{challenges.end_date}, c.{challenges.id}
    LIMIT $1
      FOR UPDATE SKIP LOCKED
 ), scored AS (
-  SELECT d.id, avg(m.completion_pct) AS average_pct
-    FROM due d LEFT JOIN challenge_members m ON m.challenge_id = d.id
-   GROUP BY d.id
+  SELECT d.id,
+         (SELECT avg(s.{challenge_member_stats.completion_rate})
+            FROM {challenge_member_stats} s
+           WHERE s.{challenge_member_stats.challenge_id} = d.id) AS average
+    FROM due d
 ), closed AS (
-  UPDATE challenges c
-     SET status = CASE WHEN s.average_pct >= $2::numeric THEN 'completed' ELSE 'failed' END,
-         average_completion_pct = round(s.average_pct, 2),
-         closed_at = now()
+  UPDATE {challenges} c
+     SET {challenges.status} =
+           CASE WHEN s.average >= $2::numeric THEN 'completed' ELSE 'failed' END,
+         {challenges.average_completion_pct} = round(s.average, 2),
+         {challenges.closed_at} = now()
     FROM scored s
-   WHERE c.id = s.id
-  RETURNING c.id, c.title, c.status, c.average_completion_pct
+   WHERE c.{challenges.id} = s.id
+  RETURNING c.{challenges.id} AS id, c.{challenges.name} AS name,
+            c.{challenges.status} AS status,
+            c.{challenges.average_completion_pct} AS average_completion_pct
 ), notified AS (
-  INSERT INTO notifications (user_id, kind, title, body, data, dedupe_key)
-  SELECT m.user_id,
-         'challenge_' || cl.status,
-         CASE WHEN cl.status = 'completed' THEN 'Challenge completed: '
-              ELSE 'Challenge ended: ' END || cl.title,
-         format('The challenge ended with an average completion of %s%%.',
-                coalesce(cl.average_completion_pct, 0)),
-         jsonb_build_object('challenge_id', cl.id, 'status', cl.status,
-                            'average_completion_pct', cl.average_completion_pct),
+  INSERT INTO {notifications}
+         ({notifications.user_id}, {notifications.type}, {notifications.title},
+          {notifications.body}, {notifications.data}, {notifications.dedupe_key})
+  SELECT m.{challenge_members.user_id}, 'challenge_completed', 'Challenge Completed!',
+         format('Your challenge "%s" has ended', cl.name),
+         jsonb_build_object('challenge_id', cl.id, 'status', cl.status),
          'challenge_closed:' || cl.id
-    FROM closed cl JOIN challenge_members m ON m.challenge_id = cl.id
-  ON CONFLICT (user_id, dedupe_key) DO NOTHING
-  RETURNING (data ->> 'challenge_id')::bigint AS challenge_id
+    FROM closed cl
+    JOIN {challenge_members} m ON m.{challenge_members.challenge_id} = cl.id
+  ON CONFLICT ({notifications.user_id}, {notifications.dedupe_key}) DO NOTHING
+  RETURNING {notifications.dedupe_key} AS dedupe_key
 )
 SELECT cl.id, cl.status, cl.average_completion_pct,
-       (SELECT count(*) FROM notified n WHERE n.challenge_id = cl.id) AS notified
+       (SELECT count(*) FROM notified n WHERE n.dedupe_key = 'challenge_closed:' || cl.id)
+         AS notified
   FROM closed cl
  ORDER BY cl.id;
 
@@ -333,13 +376,15 @@ WITH zone AS (
                       WHERE a.user_id = p.id
                         AND a.logged_at >= z.day_start AND a.logged_at < z.day_end)
 ), sent AS (
-  INSERT INTO notifications (user_id, kind, title, body, data, dedupe_key)
+  INSERT INTO {notifications}
+         ({notifications.user_id}, {notifications.type}, {notifications.title},
+          {notifications.body}, {notifications.data}, {notifications.dedupe_key})
   SELECT user_id, 'streak_reminder', 'Keep your streak going',
          'You have not logged anything today yet.',
          jsonb_build_object('local_day', local_day),
          'streak_reminder:' || local_day
     FROM due
-  ON CONFLICT (user_id, dedupe_key) DO NOTHING
+  ON CONFLICT ({notifications.user_id}, {notifications.dedupe_key}) DO NOTHING
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM due) AS due, (SELECT count(*) FROM sent) AS sent;
@@ -350,23 +395,40 @@ SELECT (SELECT count(*) FROM due) AS due, (SELECT count(*) FROM sent) AS sent;
 -- name: delete_old_notifications
 -- One batch: up to $2 notifications older than $1 days.
 WITH doomed AS (
-  SELECT id
-    FROM notifications
-   WHERE created_at < now() - make_interval(days => $1)
-   ORDER BY created_at
+  SELECT n.{notifications.id} AS id
+    FROM {notifications} n
+   WHERE n.{notifications.created_at} < now() - make_interval(days => $1)
+   ORDER BY n.{notifications.created_at}
    LIMIT $2
      FOR UPDATE SKIP LOCKED
 )
-DELETE FROM notifications n USING doomed d WHERE n.id = d.id;
+DELETE FROM {notifications} n USING doomed d WHERE n.{notifications.id} = d.id;
 
 -- name: delete_old_orders
 -- One batch: up to $2 completed or failed orders processed more than $1 days ago.
 WITH doomed AS (
-  SELECT id
-    FROM trade_orders
-   WHERE status <> 'pending' AND processed_at < now() - make_interval(days => $1)
-   ORDER BY processed_at
+  SELECT o.{queue.id} AS id
+    FROM {queue} o
+   WHERE o.{queue.status} <> 'pending'
+     AND o.{queue.processed_at} < now() - make_interval(days => $1)
+   ORDER BY o.{queue.processed_at}
    LIMIT $2
      FOR UPDATE SKIP LOCKED
 )
-DELETE FROM trade_orders o USING doomed d WHERE o.id = d.id;
+DELETE FROM {queue} o USING doomed d WHERE o.{queue.id} = d.id;
+
+-- name: delete_old_jobs
+-- One batch: up to $2 succeeded job_queue rows finished more than $1 days ago (the
+-- game-platform app's own job-queue cleanup; the worker's pruner does the same under
+-- WORKER_RETAIN_SUCCEEDED_DAYS).
+-- created_at < cutoff (implied: a job is created before it finishes) lets the BRIN index
+-- on created_at skip recent pages, as in the pruner's statement.
+WITH doomed AS (
+  SELECT id
+    FROM job_queue
+   WHERE created_at < now() - make_interval(days => $1)
+     AND status = 'succeeded' AND finished_at < now() - make_interval(days => $1)
+   LIMIT $2
+     FOR UPDATE SKIP LOCKED
+)
+DELETE FROM job_queue j USING doomed d WHERE j.id = d.id;

@@ -6,7 +6,9 @@ Every field is an environment variable `HANDLERS_<FIELD>` (`HANDLERS_METRICS_VIE
 never logged, echoed in errors or written to job rows.
 
 Payloads never carry URLs, SQL or table names: a payload *names* an endpoint, a view or a
-function, and the name must be in one of the allow-lists here.
+function, and the name must be in one of the allow-lists here. Table and column names come
+from here only (HANDLERS_TABLES), and reach SQL text only as PostgreSQL resolved and quoted
+them (handlers/tables.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from worker import errors, registry
 SQL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$"
 """A relation or function name, optionally schema-qualified: letters, digits, _ and $."""
 
+COLUMN_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"
+"""A column name as PostgreSQL stores it (matched exactly: lower case unless created quoted)."""
+
 SqlName = Annotated[str, StringConstraints(pattern=SQL_NAME_PATTERN)]
+ColumnName = Annotated[str, StringConstraints(pattern=COLUMN_NAME_PATTERN)]
 EndpointName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
 
@@ -37,6 +43,51 @@ class Endpoint(pydantic.BaseModel):
     """Sent verbatim as the value of `secret_header` (include `Bearer ` where needed)."""
     secret_header: HeaderName = "Authorization"
     timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+
+REFERENCE_TABLES: dict[str, tuple[str, ...]] = {
+    "queue": (
+        "id",
+        "user_id",
+        "ticker",
+        "order_type",
+        "amount_usdp",
+        "status",
+        "date",
+        "failure_reason",
+        "executed_price",
+        "executed_quantity",
+        "processed_at",
+    ),
+    "challenges": ("id", "name", "status", "end_date", "average_completion_pct", "closed_at"),
+    "challenge_members": ("challenge_id", "user_id"),
+    "challenge_member_stats": ("challenge_id", "completion_rate"),
+    "notifications": (
+        "id",
+        "user_id",
+        "type",
+        "title",
+        "body",
+        "data",
+        "dedupe_key",
+        "created_at",
+    ),
+    "usage_events": ("user_id", "event_type", "characters_processed", "timestamp"),
+    "monthly_usage": ("user_id", "month_start_date", "total_characters_processed", "last_updated"),
+}
+"""The apps' tables a deployment may map to tables of its own (HANDLERS_TABLES), by their
+reference names, with the columns the handlers read and write."""
+
+
+class TableMap(pydantic.BaseModel):
+    """Where one reference table is in this app's database."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    table: SqlName | None = None
+    """The app's table, optionally schema-qualified (default: the reference name)."""
+    columns: dict[str, ColumnName] = {}
+    """Reference column -> the app's column; unnamed columns keep the reference name."""
 
 
 class HandlerSettings(BaseSettings):
@@ -81,6 +132,11 @@ class HandlerSettings(BaseSettings):
     game_platform_sweep_batch: int = Field(default=500, ge=1, le=100_000)
     """Most flagged competitors one totals sweep refreshes."""
 
+    # -- the apps' own tables -------------------------------------------------------------
+    tables: dict[str, TableMap] = {}
+    """JSON: {"queue": {"table": "public.orders", "columns": {"date": "created_at"}}}: the
+    app's names for reference tables (REFERENCE_TABLES) and their columns."""
+
     # -- process_orders -------------------------------------------------------------------
     orders_max_per_run: int = Field(default=10_000, ge=1, le=10_000_000)
 
@@ -89,6 +145,19 @@ class HandlerSettings(BaseSettings):
     """Materialized views refresh_metrics may refresh, comma-separated."""
     metrics_functions: Annotated[list[SqlName], NoDecode] = []
     """Argument-less SQL functions refresh_metrics may call, comma-separated."""
+
+    # -- call_function --------------------------------------------------------------------
+    call_functions: Annotated[list[SqlName], NoDecode] = []
+    """Argument-less SQL functions call_function may run, comma-separated."""
+    call_function_timeout_s: float = Field(default=600.0, gt=0, le=3300)
+    """Statement timeout of one call: PostgreSQL cancels it well before the handler's own
+    timeout (3600 s) would abandon the connection mid-statement."""
+
+    # -- rollup_usage ---------------------------------------------------------------------
+    usage_event_types: Annotated[list[str], NoDecode] = ["TTS_REQUEST"]
+    """Event types the rollup counts, comma-separated; empty: every type."""
+    usage_positive_only: bool = True
+    """Count only events with characters_processed > 0 (as the app's own rollup)."""
 
     # -- auto_complete_challenges, send_streak_reminders --------------------------------
     challenge_success_pct: float = Field(default=80.0, ge=0, le=100)
@@ -100,6 +169,8 @@ class HandlerSettings(BaseSettings):
     cleanup_notification_age_days: int = Field(default=30, ge=1, le=36_500)
     cleanup_order_age_days: int = Field(default=90, ge=1, le=36_500)
     """Completed and failed orders older than this are deleted."""
+    cleanup_job_age_days: int = Field(default=14, ge=1, le=36_500)
+    """Succeeded job_queue rows older than this are deleted (target `jobs`)."""
     cleanup_batch_size: int = Field(default=1000, ge=1, le=100_000)
     cleanup_max_batches: int = Field(default=100, ge=1, le=100_000)
     """Per table and run; the rest goes on the next run."""
@@ -108,11 +179,42 @@ class HandlerSettings(BaseSettings):
     endpoints: dict[EndpointName, Endpoint] = {}
     """JSON: {"name": {"url": ..., "secret": ..., "secret_header": ..., "timeout_s": ...}}."""
 
-    @field_validator("metrics_views", "metrics_functions", mode="before")
+    @field_validator(
+        "metrics_views", "metrics_functions", "call_functions", "usage_event_types", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("usage_event_types")
+    @classmethod
+    def _bounded_event_types(cls, value: list[str]) -> list[str]:
+        if any(len(item) > 200 for item in value):
+            raise ValueError("event types are at most 200 characters")
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _known_tables_and_columns(cls, value: dict[str, TableMap]) -> dict[str, TableMap]:
+        for key, mapped in value.items():
+            known = REFERENCE_TABLES.get(key)
+            if known is None:
+                raise ValueError(
+                    f"unknown table {key!r} (tables that can be mapped: "
+                    f"{', '.join(REFERENCE_TABLES)})"
+                )
+            unknown = sorted(set(mapped.columns) - set(known))
+            if unknown:
+                raise ValueError(
+                    f"{key}.columns: unknown column(s) {', '.join(unknown)} (the handlers use "
+                    f"{', '.join(known)})"
+                )
+            physical = [mapped.columns.get(column, column) for column in known]
+            twice = sorted({name for name in physical if physical.count(name) > 1})
+            if twice:
+                raise ValueError(f"{key}.columns: {', '.join(twice)} named for two columns")
         return value
 
     @field_validator("wearables_sync_function", mode="before")

@@ -21,7 +21,8 @@ from worker import queries
 Q = queries.load("handlers", "queries.sql")
 
 _NAME = re.compile(SQL_NAME_PATTERN)
-_INTEGER_TYPES = {"smallint", "integer", "bigint"}
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+"""Result types whose value is a row count."""
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A connection, or one acquired from a pool."""
@@ -39,6 +40,7 @@ class MatView:
 
 @dataclass(frozen=True, slots=True)
 class Function:
+    oid: int
     call: str
     """As PostgreSQL prints the regprocedure, e.g. `refresh_metric_views()`: safe to put in
     SQL text, and the call itself (the function takes no arguments)."""
@@ -46,7 +48,8 @@ class Function:
     returns_set: bool
 
 
-def _checked(name: str) -> str:
+def checked(name: str) -> str:
+    """`name`, if it matches SQL_NAME_PATTERN (else ValueError)."""
     if not _NAME.match(name):
         raise ValueError(f"{name!r} is not a plain (optionally schema-qualified) SQL name")
     return name
@@ -54,18 +57,18 @@ def _checked(name: str) -> str:
 
 async def matview(db: Executor, name: str) -> MatView | None:
     """The materialized view `name`, or None when there is none."""
-    row = await db.fetchrow(Q["resolve_matview"], _checked(name))
+    row = await db.fetchrow(Q["resolve_matview"], checked(name))
     if row is None:
         return None
     return MatView(row["name"], row["populated"], row["has_unique_index"])
 
 
 async def function(db: Executor, name: str) -> Function | None:
-    """The argument-less function `name`, or None when there is none."""
-    row = await db.fetchrow(Q["resolve_function"], _checked(name))
+    """The argument-less function `name` (not a procedure), or None when there is none."""
+    row = await db.fetchrow(Q["resolve_function"], checked(name))
     if row is None:
         return None
-    return Function(row["call"], row["returns"], row["returns_set"])
+    return Function(row["oid"], row["call"], row["returns"], row["returns_set"])
 
 
 async def call(db: Executor, func: Function) -> int:
@@ -75,7 +78,7 @@ async def call(db: Executor, func: Function) -> int:
         count = await db.fetchval(f"SELECT count(*) FROM {func.call}")
         return int(count or 0)
     value = await db.fetchval(f"SELECT {func.call}")
-    if func.returns in _INTEGER_TYPES and value is not None:
+    if func.returns in INTEGER_TYPES and value is not None:
         return int(value)
     return 0
 

@@ -1,12 +1,14 @@
 """The trading app's jobs: process pending trade orders, and hourly OHLC price snapshots.
 
-`process_orders` takes the oldest pending order no other worker holds (FOR UPDATE SKIP
-LOCKED), applies it at the ticker's current price and marks it `completed`, or `failed`
-with a reason, all in one transaction; then the next, until none is left. An order is
-applied at most once: only a `pending` order is taken, and taking it locks it. Several
-workers may run it at once; one user's orders apply one at a time (an advisory lock), so
-balances and holdings never race. Inserting orders enqueues one coalesced job (a trigger
-of the reference schema), so orders are processed within milliseconds.
+`process_orders` takes the oldest pending order of the app's `queue` table (or the table
+HANDLERS_TABLES names for it) that no other worker holds (FOR UPDATE SKIP LOCKED), applies
+it at the ticker's current price and marks it `completed`, or `failed` with a reason, all
+in one transaction; then the next, until none is left. An order is applied at most once:
+only a `pending` order is taken, and taking it locks it. Several workers may run it at
+once; one user's orders apply one at a time (an advisory lock), so balances and holdings
+never race. Inserting orders enqueues one coalesced job (a trigger of the reference
+schema, in place of the app's database webhook), so orders are processed within
+milliseconds.
 
 `snapshot_prices` writes one price_history row per ticker and UTC hour from price_ticks
 (upsert on (ticker, bucket_start), written only when something changed): a re-run for the
@@ -22,11 +24,10 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import pydantic
 from pydantic import AwareDatetime, Field, field_validator
 
+from handlers import payloads, sqlnames, tables
 from handlers import settings as handler_settings
-from handlers import sqlnames
 from worker import errors, queries
 from worker.registry import JobContext, JobResult, handler
 
@@ -39,9 +40,7 @@ NO_PRICE = "ticker has no price"
 TOO_SMALL = "amount buys less than the smallest quantity"
 
 
-class ProcessOrdersPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class ProcessOrdersPayload(payloads.Payload):
     max_orders: int | None = Field(default=None, ge=1, le=10_000_000)
     """Most orders this run (default HANDLERS_ORDERS_MAX_PER_RUN); the rest stay pending."""
 
@@ -81,16 +80,20 @@ async def process_orders(ctx: JobContext, payload: ProcessOrdersPayload) -> JobR
 
 async def _process_next(pool: asyncpg.Pool) -> Applied | None:
     """Apply the oldest pending order in one transaction; None when none is left."""
+    take, complete, fail = [
+        await tables.statement(pool, name)
+        for name in ("next_pending_order", "complete_order", "fail_order")
+    ]
     async with pool.acquire() as db, db.transaction():
-        order = await db.fetchrow(Q["next_pending_order"])
+        order = await db.fetchrow(take)
         if order is None:
             return None
         await db.execute(Q["lock_trader"], order["user_id"])
         reason, price, quantity = await _apply(db, order)
         if reason is None:
-            await db.execute(Q["complete_order"], order["id"], price, quantity)
+            await db.execute(complete, order["id"], price, quantity)
             return Applied(order["id"], "completed", None)
-        await db.execute(Q["fail_order"], order["id"], reason)
+        await db.execute(fail, order["id"], reason)
         return Applied(order["id"], "failed", reason)
 
 
@@ -119,9 +122,7 @@ async def _apply(
     return None, price, quantity
 
 
-class SnapshotPricesPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class SnapshotPricesPayload(payloads.Payload):
     hour: AwareDatetime | None = None
     """The first UTC hour to snapshot, on the hour (default: the previous full hour)."""
     hours: int = Field(default=1, ge=1, le=24 * 31)

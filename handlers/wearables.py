@@ -23,7 +23,7 @@ import asyncpg
 import pydantic
 from pydantic import AwareDatetime, Field
 
-from handlers import apiclient, outcomes, sqlnames
+from handlers import apiclient, outcomes, payloads, sqlnames
 from handlers import settings as handler_settings
 from worker import errors, queries
 from worker.registry import JobContext, JobResult, handler
@@ -33,9 +33,7 @@ Q = queries.load("handlers", "queries.sql")
 PLACEHOLDER_NOTE = "sync_wearables RPC not configured yet; recorded placeholder run."
 
 
-class SyncWearablesPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
+class SyncWearablesPayload(payloads.Payload):
     user_id: UUID | None = None
     """Only this user's connections (API mode)."""
     max_pages: int | None = Field(default=None, ge=1, le=10_000)

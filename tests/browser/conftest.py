@@ -165,7 +165,7 @@ def free_port() -> int:
 def start_daemon(dsn: str, port: int, password: str, log: Path) -> subprocess.Popen[bytes]:
     env = worker_env(
         dsn,
-        WORKER_HANDLER_MODULES="handlers,tests.support.handlers",
+        WORKER_HANDLER_MODULES="handlers.bundled,tests.support.handlers",
         WORKER_POLL_INTERVAL_S="0.2",
         WORKER_HTTP_PORT=str(port),
         WORKER_DASHBOARD_USERS=f"{USER}:{password}",

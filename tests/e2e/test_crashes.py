@@ -20,7 +20,7 @@ from tests.support.proc import worker_env
 from worker import embedded, migrations, store
 
 FAST = {
-    "WORKER_HANDLER_MODULES": "handlers,tests.support.handlers",
+    "WORKER_HANDLER_MODULES": "handlers.bundled,tests.support.handlers",
     "WORKER_LEASE_S": "2",
     "WORKER_RESCUE_INTERVAL_S": "0.2",
     "WORKER_POLL_INTERVAL_S": "0.2",

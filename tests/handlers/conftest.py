@@ -1,6 +1,7 @@
 """Handler tests: a fresh database with the core *and* reference sets per test (copied from
 a second template), handler settings installed per test, a fake API on 127.0.0.1, and two
-ways to run a handler: through the real engine (`run_job`) or called directly (`call`)."""
+ways to run a handler: through the real engine (`run_job`) or called directly (`call`).
+Every bundled handler is registered (handlers.bundled)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import asyncpg
 import pytest
 import structlog
 
+import handlers.bundled  # noqa: F401 - registers every bundled handler
 from handlers import settings as handler_settings
+from handlers import tables
 from tests.support import factories, fakeapi, pg
 from worker import dispatcher, executor, migrations, store
 from worker.registry import REGISTRY, JobContext, JobResult, Registry
@@ -58,6 +61,7 @@ def hsettings() -> Iterator[Callable[..., handler_settings.HandlerSettings]]:
         return conf
 
     install()
+    tables.forget()  # each test has a database of its own
     yield install
     handler_settings.use(None)
 

@@ -14,71 +14,92 @@ U = [uuid.UUID(int=i + 1) for i in range(6)]
 
 
 async def challenge(
-    db: store.Store, title: str, ended: bool, members: list[tuple[uuid.UUID, float]]
+    db: store.Store,
+    name: str,
+    last_day: int,
+    members: list[tuple[uuid.UUID, float | None]],
 ) -> int:
+    """A challenge whose last day is `last_day` days from today (UTC); members with their
+    completion_rate (None: no stats row)."""
     challenge_id = int(
         await db.pool.fetchval(
-            "INSERT INTO challenges (title, starts_at, ends_at) "
-            "VALUES ($1, now() - interval '7 days', "
-            "now() + CASE WHEN $2 THEN interval '-1 minute' ELSE interval '1 day' END) "
-            "RETURNING id",
-            title,
-            ended,
+            "INSERT INTO challenges (name, start_date, end_date) "
+            "VALUES ($1, (now() AT TIME ZONE 'UTC')::date - 7, "
+            "(now() AT TIME ZONE 'UTC')::date + $2::int) RETURNING id",
+            name,
+            last_day,
         )
     )
     await db.pool.executemany(
-        "INSERT INTO challenge_members (challenge_id, user_id, completion_pct) VALUES ($1, $2, $3)",
-        [(challenge_id, user, pct) for user, pct in members],
+        "INSERT INTO challenge_members (challenge_id, user_id) VALUES ($1, $2)",
+        [(challenge_id, user) for user, _ in members],
+    )
+    await db.pool.executemany(
+        "INSERT INTO challenge_member_stats (challenge_id, user_id, completion_rate) "
+        "VALUES ($1, $2, $3)",
+        [(challenge_id, user, rate) for user, rate in members if rate is not None],
     )
     return challenge_id
 
 
 async def statuses(db: store.Store) -> list[tuple[Any, ...]]:
     rows = await db.pool.fetch(
-        "SELECT title, status, average_completion_pct::float FROM challenges ORDER BY id"
+        "SELECT name, status, average_completion_pct::float FROM challenges ORDER BY id"
     )
     return [tuple(r) for r in rows]
 
 
-async def notifications(db: store.Store, kind_prefix: str) -> list[tuple[Any, ...]]:
+async def notifications(db: store.Store, type_prefix: str) -> list[tuple[Any, ...]]:
     rows = await db.pool.fetch(
-        "SELECT user_id, kind, title, dedupe_key FROM notifications WHERE kind LIKE $1 "
-        "ORDER BY dedupe_key, user_id",
-        kind_prefix + "%",
+        "SELECT user_id, type, title, body, data, dedupe_key FROM notifications "
+        "WHERE type LIKE $1 ORDER BY dedupe_key, user_id",
+        type_prefix + "%",
     )
     return [tuple(r) for r in rows]
 
 
 async def make_challenges(db: store.Store) -> list[int]:
     return [
-        await challenge(db, "walk", True, [(U[0], 100), (U[1], 60)]),  # 80: completed
-        await challenge(db, "swim", True, [(U[0], 79.99), (U[2], 80)]),  # 79.995: failed
-        await challenge(db, "run", False, [(U[3], 100)]),  # still running
-        await challenge(db, "empty", True, []),  # nobody joined: failed
+        await challenge(db, "walk", -1, [(U[0], 100), (U[1], 60)]),  # 80: completed
+        await challenge(db, "swim", -1, [(U[0], 79.99), (U[2], 80)]),  # 79.995: failed
+        await challenge(db, "run", 0, [(U[3], 100)]),  # its last day is today: still running
+        await challenge(db, "empty", -3, []),  # nobody joined: failed
+        await challenge(db, "quiet", -1, [(U[4], 90), (U[5], None)]),  # 90 over the stats rows
     ]
 
 
 async def test_closes_expired_challenges_and_notifies_each_member(
     db: store.Store, run_job: RunJob
 ) -> None:
-    walk, swim, _, _ = await make_challenges(db)
+    walk, swim, _, _, quiet = await make_challenges(db)
     ran = await run_job("auto_complete_challenges")
     assert ran.status == "succeeded", ran.error
-    assert ran.last_run["rows_affected"] == 3
+    assert ran.last_run["rows_affected"] == 4
     assert ran.last_run["notes"] == (
-        "closed 3 challenge(s): 1 completed, 2 failed (threshold 80%); 4 member notification(s)"
+        "closed 4 challenge(s): 2 completed, 2 failed (threshold 80%); 6 member notification(s)"
     )
     assert await statuses(db) == [
         ("walk", "completed", 80.0),
         ("swim", "failed", 80.0),  # stored rounded; judged unrounded
         ("run", "active", None),
         ("empty", "failed", None),
+        ("quiet", "completed", 90.0),
     ]
+
+    # The app's own notification, for completed and failed challenges alike.
+    def sent(user: uuid.UUID, name: str, challenge_id: int, status: str) -> tuple[Any, ...]:
+        data = {"challenge_id": challenge_id, "status": status}
+        body = f'Your challenge "{name}" has ended'
+        key = f"challenge_closed:{challenge_id}"
+        return (user, "challenge_completed", "Challenge Completed!", body, data, key)
+
     assert await notifications(db, "challenge_") == [
-        (U[0], "challenge_completed", "Challenge completed: walk", f"challenge_closed:{walk}"),
-        (U[1], "challenge_completed", "Challenge completed: walk", f"challenge_closed:{walk}"),
-        (U[0], "challenge_failed", "Challenge ended: swim", f"challenge_closed:{swim}"),
-        (U[2], "challenge_failed", "Challenge ended: swim", f"challenge_closed:{swim}"),
+        sent(U[0], "walk", walk, "completed"),
+        sent(U[1], "walk", walk, "completed"),
+        sent(U[0], "swim", swim, "failed"),
+        sent(U[2], "swim", swim, "failed"),
+        sent(U[4], "quiet", quiet, "completed"),
+        sent(U[5], "quiet", quiet, "completed"),
     ]
 
 
@@ -90,7 +111,7 @@ async def test_rerun_never_notifies_twice(db: store.Store, call: Call) -> None:
     assert again.rows_affected == 0
     assert (await statuses(db), await notifications(db, "challenge_")) == before
     # Even a challenge reopened by hand and closed again notifies nobody a second time.
-    await db.pool.execute("UPDATE challenges SET status = 'active' WHERE title = 'walk'")
+    await db.pool.execute("UPDATE challenges SET status = 'active' WHERE name = 'walk'")
     reclosed = await call("auto_complete_challenges")
     assert (reclosed.rows_affected, reclosed.data and reclosed.data["notified"]) == (1, 0)
     assert await notifications(db, "challenge_") == before[1]
@@ -113,12 +134,19 @@ async def test_failure_midway_keeps_closed_batches_and_leaves_the_rest_active(
     ran = await run_job("auto_complete_challenges", {"batch_size": 1})
     assert ran.status == "failed"
     assert ran.error is not None and "mailbox full" in ran.error
-    assert [s[1] for s in await statuses(db)] == ["completed", "active", "active", "active"]
+    # Oldest last day first: empty (3 days ago) closed, then walk; swim refused (U[2]).
+    assert [s[1] for s in await statuses(db)] == [
+        "completed",
+        "active",
+        "active",
+        "failed",
+        "active",
+    ]
     assert len(await notifications(db, "challenge_")) == 2  # walk's, committed with it
     await db.pool.execute("DROP TRIGGER refuse ON notifications")
     again = await run_job("auto_complete_challenges", {"batch_size": 1})
     assert (again.status, again.last_run["rows_affected"]) == ("succeeded", 2)
-    assert len(await notifications(db, "challenge_")) == 4
+    assert len(await notifications(db, "challenge_")) == 6
 
 
 async def test_challenges_bad_input(run_job: RunJob) -> None:
@@ -164,7 +192,7 @@ async def remind(call: Call, at: str) -> tuple[int, list[str]]:
 
 async def reminded(db: store.Store) -> list[tuple[uuid.UUID, str]]:
     rows = await db.pool.fetch(
-        "SELECT user_id, dedupe_key FROM notifications WHERE kind = 'streak_reminder' "
+        "SELECT user_id, dedupe_key FROM notifications WHERE type = 'streak_reminder' "
         "ORDER BY dedupe_key, user_id"
     )
     return [(r["user_id"], r["dedupe_key"]) for r in rows]

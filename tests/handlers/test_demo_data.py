@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from handlers import demo_data, wearables
+from handlers import demo_data, game_platform, wearables
 from tests.handlers.conftest import drain
 from worker import store
 
@@ -29,14 +29,16 @@ async def test_demo_jobs_do_real_work_then_nothing_new(db: store.Store, make_set
     assert first["auto_complete_challenges"]["notes"] == [
         "closed 2 challenge(s): 1 completed, 1 failed (threshold 80%); 6 member notification(s)"
     ]
+    assert "from 2 user(s), 2450 character(s)" in first["rollup_usage"]["notes"][0]  # no login
     assert first["sync_wearables"]["notes"] == [wearables.PLACEHOLDER_NOTE]
+    assert first["game_platform_sync"]["notes"] == [game_platform.NOT_CONFIGURED_NOTE]
+    assert first["call_function"]["notes"] == ["refresh_issuer_stats_cache(): 3 rows"]
+    assert await db.pool.fetchval("SELECT count(*) FROM issuer_stats_cache") == 3
     # Runs alongside auto_complete_challenges: before or after it closed the challenges.
     assert re.fullmatch(
         r"challenge_stats: [12] rows \(plain\)", first["refresh_metrics"]["notes"][0]
     )
-    statuses = await db.pool.fetch(
-        "SELECT status, count(*) FROM trade_orders GROUP BY 1 ORDER BY 1"
-    )
+    statuses = await db.pool.fetch("SELECT status, count(*) FROM queue GROUP BY 1 ORDER BY 1")
     assert [tuple(r) for r in statuses] == [("completed", 3), ("failed", 2)]
 
     again = await run_demo(db, make_settings)

@@ -285,3 +285,22 @@ async def test_sweep_bad_input(run_job: RunJob) -> None:
     assert (
         ran.error is not None and "limit: Input should be greater than or equal to 1" in ran.error
     )
+
+
+# -- the app's own payloads -----------------------------------------------------------------
+
+
+async def test_the_apps_cron_payload_verbatim(
+    db: store.Store, run_job: RunJob, platform: Platform
+) -> None:
+    """The game-platform app's admin page creates its cron jobs with this payload."""
+    await add_competitors(db)
+    platform.games["p1"] = [game(1), game(2)]
+    ran = await run_job("game_platform_sync", {"dryRun": False, "coachId": None})
+    assert ran.status == "succeeded", ran.error
+    assert ran.last_run["rows_affected"] == 2
+    dry = await run_job("game_platform_sync", {"dryRun": True, "coachId": str(COACH_1)})
+    assert dry.status == "succeeded", dry.error
+    assert dry.last_run["notes"].startswith("dry run: 1 competitor(s)")
+    refused = await run_job("game_platform_sync", {"dryRun": False, "coachID": None})
+    assert refused.error is not None and "coachID: Extra inputs are not permitted" in refused.error

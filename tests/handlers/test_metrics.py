@@ -110,11 +110,11 @@ async def test_a_set_returning_function_reports_its_rows(
     db: store.Store, call: Call, hsettings: Any
 ) -> None:
     await db.pool.execute(
-        "CREATE FUNCTION refresh_issuer_stats_cache() RETURNS SETOF int LANGUAGE sql "
+        "CREATE FUNCTION refresh_team_stats() RETURNS SETOF int LANGUAGE sql "
         "AS 'SELECT generate_series(1, 3)'"
     )
-    hsettings(metrics_functions=["refresh_issuer_stats_cache", "refresh_metric_views"])
-    result = await call("refresh_metrics", {"functions": ["refresh_issuer_stats_cache"]})
-    assert result.notes == ["refresh_issuer_stats_cache(): 3 rows"]
+    hsettings(metrics_functions=["refresh_team_stats", "refresh_metric_views"])
+    result = await call("refresh_metrics", {"functions": ["refresh_team_stats"]})
+    assert result.notes == ["refresh_team_stats(): 3 rows"]
     with pytest.raises(errors.PermanentJobError, match=r"function refresh_metric_views\(\)"):
         await call("refresh_metrics")

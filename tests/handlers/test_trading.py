@@ -31,7 +31,7 @@ async def market(db: store.Store) -> None:
 async def order(db: store.Store, user: uuid.UUID, ticker: str, kind: str, amount: Any) -> int:
     return int(
         await db.pool.fetchval(
-            "INSERT INTO trade_orders (user_id, ticker, order_type, amount_usdp) "
+            "INSERT INTO queue (user_id, ticker, order_type, amount_usdp) "
             "VALUES ($1, $2, $3, $4) RETURNING id",
             user,
             ticker,
@@ -43,7 +43,7 @@ async def order(db: store.Store, user: uuid.UUID, ticker: str, kind: str, amount
 
 async def orders(db: store.Store) -> list[tuple[Any, ...]]:
     rows = await db.pool.fetch(
-        "SELECT status, failure_reason, executed_quantity FROM trade_orders ORDER BY id"
+        "SELECT status, failure_reason, executed_quantity FROM queue ORDER BY id"
     )
     return [tuple(r) for r in rows]
 
@@ -120,7 +120,7 @@ async def test_trigger_coalesces_and_queues_a_follow_up_behind_a_running_job(
     for _ in range(3):
         await order(db, ANN, "ACME", "buy", 1)
     await db.pool.execute(  # several rows in one statement: still the same job
-        "INSERT INTO trade_orders (user_id, ticker, order_type, amount_usdp) "
+        "INSERT INTO queue (user_id, ticker, order_type, amount_usdp) "
         "VALUES ($1, 'ACME', 'buy', 1), ($1, 'ACME', 'buy', 1)",
         ANN,
     )
@@ -139,7 +139,7 @@ async def test_trigger_coalesces_and_queues_a_follow_up_behind_a_running_job(
     # Orders inserted as already processed (imports) enqueue nothing.
     await db.pool.execute("UPDATE job_queue SET status = 'succeeded'")
     await db.pool.execute(
-        "INSERT INTO trade_orders (user_id, ticker, order_type, amount_usdp, status) "
+        "INSERT INTO queue (user_id, ticker, order_type, amount_usdp, status) "
         "VALUES ($1, 'ACME', 'buy', 1, 'completed')",
         ANN,
     )
@@ -157,7 +157,7 @@ async def test_the_coalesced_job_cannot_be_claimed_before_the_order_commits(
             tx = conn.transaction()
             await tx.start()
             await conn.execute(
-                "INSERT INTO trade_orders (user_id, ticker, order_type, amount_usdp) "
+                "INSERT INTO queue (user_id, ticker, order_type, amount_usdp) "
                 "VALUES ($1, 'ACME', 'buy', 2)",
                 ANN,
             )
@@ -183,7 +183,7 @@ async def test_failure_midway_leaves_applied_orders_applied_and_the_rest_pending
           END IF;
           RETURN NEW;
         END $$;
-        CREATE TRIGGER poison BEFORE UPDATE ON trade_orders FOR EACH ROW EXECUTE FUNCTION poison();
+        CREATE TRIGGER poison BEFORE UPDATE ON queue FOR EACH ROW EXECUTE FUNCTION poison();
         """
     )
     await order(db, ANN, "ACME", "buy", 10)
@@ -199,7 +199,7 @@ async def test_failure_midway_leaves_applied_orders_applied_and_the_rest_pending
         (ANN, "ACME"): Decimal("1"),
         (BEN, "GLOBEX"): Decimal("5"),
     }
-    await db.pool.execute("DROP TRIGGER poison ON trade_orders")
+    await db.pool.execute("DROP TRIGGER poison ON queue")
     again = await run_job("process_orders")
     assert (again.status, again.last_run["rows_affected"]) == ("succeeded", 2)
     wallets, holdings = await books(db)
@@ -242,7 +242,7 @@ async def test_two_workers_racing_apply_each_order_exactly_once(
         CREATE TABLE applied (order_id bigint PRIMARY KEY);
         CREATE FUNCTION record_applied() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN INSERT INTO applied VALUES (NEW.id); RETURN NEW; END $$;
-        CREATE TRIGGER record_applied AFTER UPDATE OF status ON trade_orders
+        CREATE TRIGGER record_applied AFTER UPDATE OF status ON queue
           FOR EACH ROW WHEN (OLD.status = 'pending') EXECUTE FUNCTION record_applied();
         """
     )
@@ -252,8 +252,7 @@ async def test_two_workers_racing_apply_each_order_exactly_once(
         for _ in range(300)
     ]
     await db.pool.executemany(
-        "INSERT INTO trade_orders (user_id, ticker, order_type, amount_usdp) "
-        "VALUES ($1, 'ACME', $2, $3)",
+        "INSERT INTO queue (user_id, ticker, order_type, amount_usdp) VALUES ($1, 'ACME', $2, $3)",
         rows,
     )
     await db.enqueue("process_orders", {}, dedupe_key="second-worker")
@@ -270,10 +269,10 @@ async def test_two_workers_racing_apply_each_order_exactly_once(
     assert sum(s.failed for s in summaries) == 0
     assert sum(r["rows_affected"] for s in summaries for r in s.results) == 300
     assert await db.pool.fetchval("SELECT count(*) FROM applied") == 300
-    assert await db.pool.fetchval("SELECT count(*) FROM trade_orders WHERE status = 'pending'") == 0
+    assert await db.pool.fetchval("SELECT count(*) FROM queue WHERE status = 'pending'") == 0
     # The books balance: every user's money and shares moved by exactly their completed orders.
     done = await db.pool.fetch(
-        "SELECT user_id, order_type, amount_usdp, executed_quantity FROM trade_orders "
+        "SELECT user_id, order_type, amount_usdp, executed_quantity FROM queue "
         "WHERE status = 'completed'"
     )
     wallets, holdings = await books(db)

@@ -530,9 +530,10 @@ async def test_planted_functions_operators_and_tables_never_run_as_the_owner(
     finally:
         await owner.close()
     attacker = await roles.create_login(admin_dsn, "evil")
+    orders = "queue" if pinned else "trade_orders"  # reference 0009 took the app's name
     try:
-        await _arm(empty_dsn, attacker)
-        notices, toggle_error = await _attack(roles.as_user(empty_dsn, attacker))
+        await _arm(empty_dsn, attacker, orders)
+        notices, toggle_error = await _attack(roles.as_user(empty_dsn, attacker), orders)
         conn = await asyncpg.connect(empty_dsn)
         try:
             hijacked = await conn.fetchval(
@@ -556,7 +557,7 @@ async def test_planted_functions_operators_and_tables_never_run_as_the_owner(
         await roles.drop_role(admin_dsn, empty_dsn, attacker)
 
 
-async def _arm(dsn: str, attacker: str) -> None:
+async def _arm(dsn: str, attacker: str, orders: str) -> None:
     """What the application gave the attacker: EXECUTE on the RPCs, inserting its own
     orders, and CREATE on public and on the database."""
     conn = await asyncpg.connect(dsn)
@@ -567,9 +568,8 @@ async def _arm(dsn: str, attacker: str) -> None:
             f'GRANT CREATE ON DATABASE "{database}" TO "{attacker}"',
             f"GRANT EXECUTE ON FUNCTION job_queue_enqueue(text, jsonb, timestamptz, text, integer,"
             f' integer, text), job_schedule_toggle(text, boolean) TO "{attacker}"',
-            f'GRANT INSERT ON trade_orders TO "{attacker}"',
-            f'CREATE POLICY own_orders ON trade_orders FOR INSERT TO "{attacker}"'
-            " WITH CHECK (true)",
+            f'GRANT INSERT ON {orders} TO "{attacker}"',
+            f'CREATE POLICY own_orders ON {orders} FOR INSERT TO "{attacker}" WITH CHECK (true)',
         ):
             await conn.execute(statement)
     finally:
@@ -586,7 +586,7 @@ END
 """
 
 
-async def _attack(dsn: str) -> tuple[list[str], str]:
+async def _attack(dsn: str, orders: str) -> tuple[list[str], str]:
     """Plant the objects, call the definers; returns the notices seen and the message of
     a toggle on a schedule that does not exist."""
     conn = await asyncpg.connect(dsn)
@@ -618,7 +618,7 @@ async def _attack(dsn: str) -> tuple[list[str], str]:
         await conn.execute("SET search_path = lair, pg_temp, public, pg_catalog")
         await conn.execute("SELECT public.job_queue_enqueue('evil_task')")
         await conn.execute(
-            "INSERT INTO public.trade_orders (user_id, ticker, order_type, amount_usdp)"
+            f"INSERT INTO public.{orders} (user_id, ticker, order_type, amount_usdp)"
             " VALUES (gen_random_uuid(), 'X', 'buy', 1)"
         )
         with pytest.raises(asyncpg.PostgresError) as raised:

@@ -90,7 +90,7 @@ def _environment(api: FakeApi, dsn: str) -> dict[str, str]:
     }
     port = api.url.rsplit(":", 1)[1]
     return {
-        "WORKER_HANDLER_MODULES": "handlers,tests.support.canary_handlers",
+        "WORKER_HANDLER_MODULES": "handlers.bundled,tests.support.canary_handlers",
         "WORKER_LOG_LEVEL": "debug",
         "WORKER_SENTRY_REPEAT_FAILURES": "1",
         "WORKER_DASHBOARD_USERS": f"alice:{SECRETS['dashboard']}",

@@ -30,7 +30,7 @@ BASE_ENV = {
     "WORKER_SCHEDULER": "off",
     "WORKER_LOG_FORMAT": "json",
     "WORKER_LOG_LEVEL": "error",
-    "WORKER_HANDLER_MODULES": "handlers",
+    "WORKER_HANDLER_MODULES": "handlers.bundled",
     "WORKER_CONNECT_TIMEOUT_S": "5",
 }
 

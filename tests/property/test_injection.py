@@ -239,7 +239,9 @@ def test_cli_arguments_are_data_never_sql(
     seeded = thread_db.run(_seed(thread_db.conn))
     schema = thread_db.run(_baseline_schema(thread_db.conn))
     before = thread_db.run(fingerprint.row_counts(thread_db.conn))
-    run = inprocess.run_cli(_argv(template, text), module_dsn, WORKER_HANDLER_MODULES="handlers")
+    run = inprocess.run_cli(
+        _argv(template, text), module_dsn, WORKER_HANDLER_MODULES="handlers.bundled"
+    )
     assert thread_db.run(fingerprint.schema(thread_db.conn)) == schema
     targets_victim = template[-1] == "victim"
     assert _untouched(thread_db.fetch(SEED_ROWS)[0], targets_victim) == _untouched(

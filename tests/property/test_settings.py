@@ -72,7 +72,7 @@ def test_a_command_with_any_setting_exits_2_with_one_line_and_no_secret(
     run = inprocess.run_cli(
         ["enqueue", "no_such_task_here"],
         None,
-        **{**SECRETS, variable: value, "WORKER_HANDLER_MODULES": "handlers"},
+        **{**SECRETS, variable: value, "WORKER_HANDLER_MODULES": "handlers.bundled"},
     )
     line = run.assert_one_line_refusal()
     assert DB_PASSWORD not in run.stderr and SENTRY_KEY not in run.stderr

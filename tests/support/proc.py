@@ -15,8 +15,16 @@ def worker_env(dsn: str | None, **extra: str) -> dict[str, str]:
     if dsn is not None:
         env["DATABASE_URL"] = dsn
     # The scheduler is off unless a test turns it on: the default schedule file would add
-    # cron jobs to any test that happens to cross a 5-minute or hourly boundary.
-    env.update({"WORKER_LOG_FORMAT": "json", "WORKER_RETRY_BASE_S": "0", "WORKER_SCHEDULER": "off"})
+    # cron jobs to any test that happens to cross a 5-minute or hourly boundary. Every bundled
+    # handler is loaded (importing `handlers` alone registers none).
+    env.update(
+        {
+            "WORKER_LOG_FORMAT": "json",
+            "WORKER_RETRY_BASE_S": "0",
+            "WORKER_SCHEDULER": "off",
+            "WORKER_HANDLER_MODULES": "handlers.bundled",
+        }
+    )
     env.update(extra)
     return env
 

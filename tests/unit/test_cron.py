@@ -15,8 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.clock import FakeClock
-from worker import errors, executor, scheduler
-from worker.registry import REGISTRY
+from worker import errors, scheduler
 from worker.scheduler import next_tick, plan, prev_tick
 
 NY, LONDON = "America/New_York", "Europe/London"
@@ -446,47 +445,10 @@ def test_a_last_tick_ahead_of_now_makes_nothing_due() -> None:
 
 # -- the schedule file ----------------------------------------------------------------------
 
-_EXPECTED_DEFAULTS = {
-    # task_type, cron, payload (the issue's list of the apps' recurring jobs)
-    ("sync_wearables", "0 2 * * *", ()),
-    ("refresh_metrics", "0 3 * * *", ()),
-    ("refresh_metrics", "0 * * * *", (("functions", ()), ("views", ("challenge_stats",)))),
-    ("game_platform_sync", "*/30 * * * *", ()),
-    ("game_platform_totals_sweep", "0 * * * *", ()),
-    ("cleanup", "15 3 * * *", ()),
-    ("auto_complete_challenges", "0 0 * * *", ()),
-    ("send_streak_reminders", "0 * * * *", ()),
-    ("rollup_usage", "5 0 * * *", ()),
-    ("snapshot_prices", "0 * * * *", ()),
-    ("refresh_metrics", "*/5 * * * *", (("functions", ("refresh_stats_cache",)), ("views", ()))),
-    ("call_endpoint", "0 3 * * 0", (("endpoint", "adapter_health"),)),
-}
 
-
-def _frozen(payload: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in payload.items()))
-
-
-def test_the_default_file_declares_the_apps_recurring_jobs() -> None:
-    path = scheduler.resolve_file(Path("handlers/schedules.toml"))
-    specs = scheduler.load_file(path)
-    assert {(s.task_type, s.cron, _frozen(s.payload)) for s in specs} == _EXPECTED_DEFAULTS
-    assert all(s.timezone == "UTC" for s in specs)
-    # Shipped off until their allow-list settings name what they refresh or call.
-    assert {s.name for s in specs if not s.active} == {
-        "challenge_stats_refresh",
-        "stats_cache_refresh",
-        "endpoint_health_check",
-    }
-    assert len({s.name for s in specs}) == len(specs) == 12
-
-
-def test_the_default_files_payloads_fit_their_handlers() -> None:
-    import handlers  # noqa: F401, PLC0415 - registers the bundled handlers
-
-    for spec in scheduler.load_file(scheduler.resolve_file(Path("handlers/schedules.toml"))):
-        if spec.task_type in REGISTRY:
-            executor.parse_payload(REGISTRY.get(spec.task_type), spec.payload)
+def test_the_default_file_declares_no_schedules() -> None:
+    # Each app's recurring jobs are in its own file (tests/handlers/test_apps.py checks them).
+    assert scheduler.load_file(scheduler.resolve_file(Path("handlers/schedules.toml"))) == []
 
 
 def test_load_file_reads_every_field(tmp_path: Path) -> None:
