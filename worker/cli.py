@@ -17,6 +17,7 @@ import anyio
 
 from worker import __version__, config, errors, names, observability, service, values
 from worker.admin import jobs as admin_jobs
+from worker.admin import pgcron
 from worker.admin import queues as admin_queues
 from worker.admin import schedules as admin_schedules
 from worker.admin import status as admin_status
@@ -202,7 +203,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_job_commands(commands)
     _add_serve(commands)
+    _add_import_pg_cron(commands)
     return parser
+
+
+_IMPORT_DESCRIPTION = """\
+Bring an app's pg_cron jobs over as native schedules. Run it with the DATABASE_URL of
+pg_cron's own database (cron.database_name). Each job of cron.job becomes:
+  select job_queue_enqueue(...)   a schedule of that task
+  select [schema.]fn()            a call_function schedule (allow the function in
+                                  HANDLERS_CALL_FUNCTIONS)
+  select net.http_post(...)       a call_endpoint schedule and an endpoint for
+                                  HANDLERS_ENDPOINTS (Vault lookups resolved)
+Anything else is listed as not convertible, with why. Without --apply it prints the plan
+and changes nothing. With --apply each job is moved in its own transaction (the schedule
+created, an audit row written, cron.unschedule called), and the endpoint settings, secrets
+included, are printed once on stdout: they are stored nowhere else.
+"""
+
+
+def _add_import_pg_cron(commands: Any) -> None:
+    command = commands.add_parser(
+        "import-pg-cron",
+        help="convert pg_cron jobs into schedules (a dry run unless --apply)",
+        description=_IMPORT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_argument("--apply", action="store_true", help="convert and unschedule them")
+    command.add_argument(
+        "--job",
+        type=_int_range(1, 2**63 - 1),
+        action="append",
+        help="only this cron.job id (repeatable)",
+    )
+    command.add_argument(
+        "--actor", type=_name_arg, help="who to record in the audit rows (default: cli:<user>)"
+    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -342,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (errors.MigrationError, errors.DatabaseUnavailable) as exc:
         _print_error(exc)
         return EXIT_DATABASE
+    except errors.WorkerError as exc:  # any other refusal the worker words itself
+        _print_error(exc)
+        return EXIT_USAGE
 
 
 # Input, state or rights refused: one line and exit code 2 (README "Command line").
@@ -421,7 +460,35 @@ def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         return EXIT_JOBS_FAILED if summary.failed else EXIT_OK
     if command == "schedules":
         return _schedules(args, settings)
+    if command == "import-pg-cron":
+        return _import_pg_cron(args, settings)
     return _admin_command(command, args, settings)
+
+
+def _import_pg_cron(args: argparse.Namespace, settings: config.Settings) -> int:
+    actor = _actor(args).name
+
+    async def convert(admin: AdminStore, _: Registry) -> Any:
+        async with admin.pool.acquire() as conn:
+            plan = await pgcron.plan(conn, job_ids=args.job)
+            if not args.apply:
+                return plan, None
+            return plan, await pgcron.apply(conn, plan, actor)
+
+    plan, report = _admin(settings, convert)
+    if report is None:
+        print(pgcron.format_plan(plan))
+        print(
+            f"dry run: nothing changed; run with --apply to import {len(plan.conversions)} job(s)"
+        )
+        return EXIT_OK
+    print(pgcron.format_report(report))
+    if report.functions:
+        print(f"allow in HANDLERS_CALL_FUNCTIONS: {pgcron.call_functions_setting(report)}")
+    if report.endpoints:
+        print("add to HANDLERS_ENDPOINTS (it holds secrets, shown this once and stored nowhere):")
+        print(pgcron.endpoint_settings(report))
+    return EXIT_JOBS_FAILED if report.failed else EXIT_OK
 
 
 def _run_command(args: argparse.Namespace, settings: config.Settings) -> int:

@@ -83,9 +83,10 @@ class Settings(BaseSettings):
     scheduler: bool = True
     """Run the built-in cron scheduler (job_schedules -> job_queue); every replica may, each
     tick is enqueued once. Off: no scheduler and no schedule-file sync in this process."""
-    schedules_file: Path | None = Path("handlers/schedules.toml")
-    """Schedules synced into job_schedules at start (an admin's pause is kept). Empty: none.
-    A relative path is looked up in the working directory, then beside the package."""
+    schedules_file: Annotated[list[Path], NoDecode] = []
+    """Schedule files (comma-separated) synced into job_schedules at start, with the
+    WORKER_APPS' own (an admin's pause is kept). Unset: none. A relative path is looked up
+    in the working directory, then beside the package."""
     scheduler_interval_s: float = Field(default=10.0, gt=0, le=3600)
     """Longest wait between scheduler passes (it wakes sooner when a tick is due)."""
     scheduler_grace_s: float = Field(default=300.0, ge=0, le=86_400)
@@ -97,8 +98,13 @@ class Settings(BaseSettings):
     worker stops scheduling (and logs scheduler_clock_skew) until the clocks agree."""
     default_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
     """Handler timeout when the handler does not declare one."""
-    handler_modules: Annotated[list[str], NoDecode] = ["handlers"]
-    """Python modules imported at start; importing them registers their handlers."""
+    apps: Annotated[list[str], NoDecode] = []
+    """Bundled apps this worker serves, comma-separated (health, challenges, trading, tts,
+    game_platform, ops) or `all`: their handlers are loaded and their schedules synced.
+    Unset: none, and the worker runs only the engine."""
+    handler_modules: Annotated[list[str], NoDecode] = []
+    """Python modules imported at start (your own handlers); importing them registers
+    their handlers."""
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=200)
     log_format: Literal["auto", "json", "console"] = "auto"
     """`auto`: readable console lines in a terminal, JSON lines otherwise."""
@@ -157,18 +163,23 @@ class Settings(BaseSettings):
     auto_migrate: bool = False
     """Apply pending migrations at start (always on for the embedded database)."""
 
-    @field_validator("queues", "handler_modules", mode="before")
+    @field_validator("queues", "handler_modules", "apps", "schedules_file", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
+        # WORKER_SCHEDULES_FILE= (empty) means no file, not the current directory.
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, Path):
+            return [value]
         return value
 
-    @field_validator("schedules_file", mode="before")
+    @field_validator("apps")
     @classmethod
-    def _no_schedules_file(cls, value: Any) -> Any:
-        # WORKER_SCHEDULES_FILE= (empty) means no file, not the current directory.
-        return None if isinstance(value, str) and not value.strip() else value
+    def _check_apps(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", a)]
+        if bad:
+            raise ValueError(f"invalid app name(s) {bad}: lower-case names such as health")
+        return list(dict.fromkeys(value))
 
     @field_validator("queues")
     @classmethod

@@ -4,7 +4,7 @@ Pure part (no database; time is passed in): `cron_error`, `timezone_error`,
 `schedule_problem` (the same checks, word for word, as the SQL functions of
 schema/0002_schedules.sql), `next_tick`, `prev_tick`, `due_ticks` and `plan`.
 Database part: `Scheduler.run_once(now)` and its thin loop `Scheduler.run()`, and
-`load_file()` for the schedule file (handlers/schedules.toml).
+`load_file()` for schedule files (the bundled apps' handlers/schedules/*.toml, yours).
 
 Exactly once: a pass enqueues a schedule's ticks in ONE statement that also moves
 `job_schedules.last_tick_at` forward with a compare-and-set on the value it read (and on

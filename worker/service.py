@@ -17,6 +17,7 @@ import importlib
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -50,9 +51,48 @@ MIN_SERVER_VERSION = 140000
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*store.CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
-def load_handlers(settings: Settings) -> Registry:
-    """Import each module of WORKER_HANDLER_MODULES; importing registers its handlers."""
-    for module in settings.handler_modules:
+@dataclass(frozen=True, slots=True)
+class BundledApp:
+    """One of the bundled apps (the `handlers` package's catalog, handlers.APPS)."""
+
+    name: str
+    modules: tuple[str, ...]
+    schedules: Path | None
+
+
+def bundled_apps(names: list[str], *, include_demo: bool = False) -> list[BundledApp]:
+    """The bundled apps named in WORKER_APPS (`all`: every one a deployment may pick; with
+    `include_demo`, the demo's too). The catalog is loaded by name: the worker itself never
+    imports the handlers."""
+    if not names and not include_demo:
+        return []
+    try:
+        catalog: dict[str, Any] = importlib.import_module("handlers").APPS
+    except (ImportError, AttributeError) as exc:
+        raise errors.ConfigError(
+            f"WORKER_APPS: the bundled apps are not installed: {exc}"
+        ) from None
+    deployable = [name for name in catalog if name != "demo"]
+    chosen = list(catalog) if include_demo else (deployable if names == ["all"] else names)
+    unknown = [
+        name for name in chosen if name not in catalog or (name == "demo" and not include_demo)
+    ]
+    if unknown:
+        raise errors.ConfigError(
+            f"WORKER_APPS: unknown app(s) {unknown} (bundled: {', '.join(deployable)}, or all)"
+        )
+    return [
+        BundledApp(app.name, tuple(app.modules), app.schedules)
+        for app in (catalog[n] for n in chosen)
+    ]
+
+
+def load_handlers(settings: Settings, *, include_demo: bool = False) -> Registry:
+    """Import the modules of the WORKER_APPS and of WORKER_HANDLER_MODULES; importing
+    registers their handlers."""
+    apps = bundled_apps(settings.apps, include_demo=include_demo)
+    modules = [module for app in apps for module in app.modules]
+    for module in dict.fromkeys([*modules, *settings.handler_modules]):
         try:
             importlib.import_module(module)
         except ImportError as exc:
@@ -60,6 +100,12 @@ def load_handlers(settings: Settings) -> Registry:
                 f"WORKER_HANDLER_MODULES: cannot import {module!r}: {exc}"
             ) from None
     return REGISTRY
+
+
+def schedule_files(settings: Settings) -> list[Path]:
+    """The WORKER_APPS' schedule files, then WORKER_SCHEDULES_FILE's."""
+    found = [app.schedules for app in bundled_apps(settings.apps) if app.schedules is not None]
+    return [*found, *(scheduler.resolve_file(path) for path in settings.schedules_file)]
 
 
 def resolve_dsn(settings: Settings) -> tuple[str, bool]:
@@ -167,6 +213,7 @@ async def run(
     max_jobs: int | None = None,
     task_types: list[str] | None = None,
     queues: list[str] | None = None,
+    demo: bool = False,
 ) -> tuple[dispatcher.Summary, OnceReport]:
     """Run until stopped (SIGTERM/SIGINT) or, with `once`, until no due job is left.
 
@@ -174,7 +221,7 @@ async def run(
     schedule ticks (per their missed-tick policy), rescues expired leases, prunes, reports
     to Sentry, then drains; `max_jobs`, `task_types` and `queues` bound the drain.
     """
-    registry = _restricted(load_handlers(settings), task_types)
+    registry = _restricted(load_handlers(settings, include_demo=demo), task_types)
     if queues:
         settings = settings.model_copy(update={"queues": queues})
     async with database(settings) as db, observability.sentry(settings):
@@ -348,14 +395,27 @@ async def migrate(settings: Settings, *, reference: bool = False) -> list[store.
 
 
 async def sync_schedule_file(db: store.Store, settings: Settings, registry: Registry) -> None:
-    """Sync WORKER_SCHEDULES_FILE into job_schedules (the daemon does this at start). A
+    """Sync the schedule files (the WORKER_APPS' and WORKER_SCHEDULES_FILE's) into
+    job_schedules, all in one statement (the daemon and --once do this at start). A
     schedule whose task type no handler here serves is reported, not refused: another
-    service may serve it. A payload its handler refuses stops the worker."""
-    if settings.schedules_file is None:
+    service may serve it. A payload its handler refuses stops the worker. With no file at
+    all nothing is synced, and file schedules written earlier stay as they are."""
+    files = schedule_files(settings)
+    if not files:
         return
-    path = scheduler.resolve_file(settings.schedules_file)
-    specs = scheduler.load_file(path)
+    specs: list[scheduler.ScheduleSpec] = []
+    where: dict[str, Path] = {}
+    for path in files:
+        for spec in scheduler.load_file(path):
+            if spec.name in where:
+                raise errors.ConfigError(
+                    f"WORKER_SCHEDULES_FILE: {path}: schedule '{spec.name}' is also declared "
+                    f"in {where[spec.name]}"
+                )
+            where[spec.name] = path
+            specs.append(spec)
     for spec in specs:
+        path = where[spec.name]
         if spec.task_type in registry:
             try:
                 executor.parse_payload(registry.get(spec.task_type), spec.payload)
@@ -368,7 +428,7 @@ async def sync_schedule_file(db: store.Store, settings: Settings, registry: Regi
     rows, removed = await db.sync_file_schedules([spec.to_def("file") for spec in specs])
     log.info(
         "schedules_synced",
-        file=str(path),
+        files=[str(path) for path in files],
         schedules=len(rows),
         created=[row["name"] for row in rows if row["created"]],
         paused=[row["name"] for row in rows if not row["active"]],
@@ -379,13 +439,7 @@ async def sync_schedule_file(db: store.Store, settings: Settings, registry: Regi
 async def demo(settings: Settings, *, jobs: int) -> tuple[dispatcher.Summary, OnceReport]:
     """Enqueue a batch of demo jobs (echo, noop, one flaky that retries), then drain them.
     On the embedded database it also shows the business handlers on a little demo data."""
-    registry = load_handlers(settings)
-    missing = {"echo", "noop", "flaky"} - set(registry.names())
-    if missing:
-        raise errors.ConfigError(
-            f"WORKER_HANDLER_MODULES: the demo needs the `handlers` module "
-            f"(missing {sorted(missing)})"
-        )
+    registry = load_handlers(settings, include_demo=True)  # every bundled app, and the demo
     async with database(settings) as db:
         await db.enqueue_many(
             "echo", [{"message": f"hello from demo job {i + 1}"} for i in range(jobs)]
@@ -394,7 +448,7 @@ async def demo(settings: Settings, *, jobs: int) -> tuple[dispatcher.Summary, On
         await db.enqueue("flaky", {"fail_times": 1})
         if settings.database_url is None:  # embedded: never seed an app's own database
             await _demo_business_jobs(db, registry)
-    return await run(settings, once=True)
+    return await run(settings.model_copy(update={"scheduler": False}), once=True, demo=True)
 
 
 async def _demo_business_jobs(db: store.Store, registry: Registry) -> None:

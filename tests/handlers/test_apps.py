@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
+import pytest
+
 import handlers
-from worker import executor, scheduler
+from worker import config, errors, executor, scheduler, service
 from worker.registry import REGISTRY
 
 # (app, schedule, cron, task_type, payload, active): every recurring job of the apps. The
@@ -113,13 +114,30 @@ def test_each_apps_schedules_and_handlers_go_together() -> None:
     assert len({schedule for _, schedule, *_ in found}) == len(found)  # names unique overall
 
 
-def test_the_default_schedule_file_adds_nothing() -> None:
-    default = scheduler.resolve_file(Path("handlers/schedules.toml"))
-    assert default.exists() and scheduler.load_file(default) == []
+def test_by_default_no_app_and_no_schedule_file_is_loaded() -> None:
+    settings = config.load(database_url="postgresql://x@127.0.0.1/x")
+    assert (settings.apps, settings.handler_modules, settings.schedules_file) == ([], [], [])
+    assert service.schedule_files(settings) == []
+
+
+def test_apps_are_loaded_by_name_with_their_schedule_files() -> None:
+    settings = config.load(database_url="postgresql://x@127.0.0.1/x", apps="trading,tts")
+    assert service.schedule_files(settings) == [
+        handlers.APPS["trading"].schedules,
+        handlers.APPS["tts"].schedules,
+    ]
+    everything = config.load(database_url="postgresql://x@127.0.0.1/x", apps="all")
+    assert [a.name for a in service.bundled_apps(everything.apps)] == list(handlers.DEPLOYABLE)
+    for bad in ("nope", "demo"):
+        refused = config.load(database_url="postgresql://x@127.0.0.1/x", apps=bad)
+        with pytest.raises(errors.ConfigError, match="WORKER_APPS: unknown app"):
+            service.load_handlers(refused)
 
 
 _PROBE = """
 import importlib, json, sys
+import pytest
+
 import handlers
 from worker.registry import REGISTRY
 seen = {"package": REGISTRY.names()}

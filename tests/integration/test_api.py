@@ -19,8 +19,8 @@ import jwt
 import handlers.wearables
 from tests.support import factories, handlers, web
 from worker import dispatcher, observability, store
-from worker.web import ratelimit
 from worker.registry import REGISTRY, Registry
+from worker.web import ratelimit
 
 ADMIN = "admin-token-0123456789abcdefgh"
 READER = "read-token-0123456789abcdefghi"

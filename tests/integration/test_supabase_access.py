@@ -68,6 +68,7 @@ RELATIONS: dict[str, tuple[RelationKind, Grants]] = {
     "job_schedules": ("table", SERVICE_ONLY),
     "job_queue_pauses": ("table", SERVICE_ONLY),
     "job_admin_audit": ("table", SERVICE_ONLY),
+    "job_dashboard_sessions": ("table", SERVICE_ONLY),
     "worker_migrations": ("table", only(service_role=READ)),
     "job_queue_id_seq": ("sequence", SERVICE_SEQUENCE),
     "job_runs_id_seq": ("sequence", SERVICE_SEQUENCE),
@@ -85,9 +86,11 @@ RELATIONS: dict[str, tuple[RelationKind, Grants]] = {
     "price_history": ("table", SERVICE_ONLY),
     "wallets": ("table", SERVICE_ONLY),
     "holdings": ("table", SERVICE_ONLY),
-    "trade_orders": ("table", SERVICE_ONLY),
+    "queue": ("table", SERVICE_ONLY),  # the trading app's orders
+    "issuer_stats_cache": ("table", SERVICE_ONLY),
     "challenges": ("table", SERVICE_ONLY),
     "challenge_members": ("table", SERVICE_ONLY),
+    "challenge_member_stats": ("table", SERVICE_ONLY),
     "usage_events": ("table", SERVICE_ONLY),
     "daily_usage": ("table", SERVICE_ONLY),
     "monthly_usage": ("table", SERVICE_ONLY),
@@ -98,7 +101,7 @@ RELATIONS: dict[str, tuple[RelationKind, Grants]] = {
     "activity_logs_id_seq": ("sequence", SERVICE_SEQUENCE),
     "competitors_id_seq": ("sequence", SERVICE_SEQUENCE),
     "price_ticks_id_seq": ("sequence", SERVICE_SEQUENCE),
-    "trade_orders_id_seq": ("sequence", SERVICE_SEQUENCE),
+    "queue_id_seq": ("sequence", SERVICE_SEQUENCE),
     "challenges_id_seq": ("sequence", SERVICE_SEQUENCE),
     "usage_events_id_seq": ("sequence", SERVICE_SEQUENCE),
 }
@@ -133,6 +136,7 @@ FUNCTIONS: dict[str, tuple[Security, Grants]] = {
     # reference
     "refresh_challenge_stats": ("definer", only(service_role=EXECUTE)),
     "trade_orders_enqueue_processing": ("definer", OWNER_ONLY),  # a trigger function
+    "refresh_issuer_stats_cache": ("invoker", only(service_role=EXECUTE)),
 }
 
 DEFINERS_FOR_END_USERS: frozenset[str] = frozenset()
@@ -538,7 +542,7 @@ async def test_authenticated_reads_the_audit_trail_and_anon_does_not(
         for role in ("anon", "authenticated"):
             assert await api.refused(role, "SELECT id FROM job_queue"), role
             assert await api.refused(role, "SELECT * FROM challenge_stats"), role
-            assert await api.refused(role, "SELECT id FROM trade_orders"), role
+            assert await api.refused(role, "SELECT id FROM queue"), role
 
 
 async def test_end_users_cannot_run_the_definers(migrated: supabase.Database) -> None:

@@ -446,11 +446,6 @@ def test_a_last_tick_ahead_of_now_makes_nothing_due() -> None:
 # -- the schedule file ----------------------------------------------------------------------
 
 
-def test_the_default_file_declares_no_schedules() -> None:
-    # Each app's recurring jobs are in its own file (tests/handlers/test_apps.py checks them).
-    assert scheduler.load_file(scheduler.resolve_file(Path("handlers/schedules.toml"))) == []
-
-
 def test_load_file_reads_every_field(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text(
@@ -513,5 +508,5 @@ def test_resolve_file_falls_back_to_beside_the_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    resolved = scheduler.resolve_file(Path("handlers/schedules.toml"))
+    resolved = scheduler.resolve_file(Path("handlers/schedules/trading.toml"))
     assert resolved.is_absolute() and resolved.exists()
