@@ -19,6 +19,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import anyio
@@ -162,13 +163,23 @@ class Dispatcher:
         self._claim_until = (
             math.inf if claim_for_s is None else self.clock.monotonic() + claim_for_s
         )
+        limits = [registry.get(name).limits for name in self._task_types]
+        self._limited = [
+            name for name, lim in zip(self._task_types, limits, strict=True) if lim.any
+        ]
         self._base_spec = store.ClaimSpec(
             queues=settings.queues,
             limit=0,
             task_types=self._task_types,
             max_attempts=self._max_attempts,
             lease_s=settings.lease_s,
+            type_limits=[lim.concurrency for lim in limits],
+            key_fields=[lim.concurrency_key_field for lim in limits],
+            key_limits=[lim.key_concurrency for lim in limits],
+            rate_counts=[lim.rate_count for lim in limits],
+            rate_windows_s=[lim.rate_window_s for lim in limits],
         )
+        self._wake_at: datetime | None = None  # a limited task type may take jobs then
         self._inflight: dict[int, tuple[executor.Job, asyncio.Task[None]]] = {}
         self._finished: list[executor.Outcome] = []
         self._writes: set[asyncio.Task[None]] = set()
@@ -199,6 +210,7 @@ class Dispatcher:
             task_types=self._task_types,
             once=self.once,
         )
+        await self._ensure_limit_rows()
         async with anyio.create_task_group() as loops:
             loops.start_soon(self._flusher)
             if not self.once:
@@ -228,6 +240,19 @@ class Dispatcher:
         self._stopping.set()
         self._wake_claimer.set()
 
+    async def _ensure_limit_rows(self) -> None:
+        """Each limited task type's job_limits row, which its claims lock (without it the
+        type would never be claimed). Retried while the database is away."""
+        delay_s = 0.2
+        while self._limited and not self._stopping.is_set():
+            try:
+                await self.db.ensure_limit_rows(self._limited)
+                return
+            except store.CONNECTION_ERRORS as exc:
+                log.warning("limits_setup_failed", error=executor.describe(exc), retry_in_s=delay_s)
+                await anyio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+
     # -- claiming -----------------------------------------------------------------------
 
     async def _claimer(self) -> None:
@@ -247,10 +272,20 @@ class Dispatcher:
             self._started(rows, asked)
             if len(rows) == asked:
                 continue
-            if self.once and self._busy == 0 and not rows:
+            if self.once and self._busy == 0 and not rows and self._wake_at is None:
                 return
-            with anyio.move_on_after(math.inf if self.once else self.settings.poll_interval_s):
+            with anyio.move_on_after(self._idle_wait_s()):
                 await self._wake_claimer.wait()
+
+    def _idle_wait_s(self) -> float:
+        """How long a claim that came back short waits for a NOTIFY or a freed slot: the
+        poll interval (forever in a --once run), or less when a rate-limited or held task
+        type may take jobs again sooner."""
+        wait_s = math.inf if self.once else self.settings.poll_interval_s
+        if self._wake_at is not None:
+            until_s = (self._wake_at - self.clock.now()).total_seconds()
+            wait_s = min(wait_s, max(until_s, 0.01))
+        return wait_s
 
     def _reserve(self, freed: int = 0) -> int:
         """Take up to claim_batch free slots for a claim about to be sent (`freed`: slots a
@@ -284,7 +319,10 @@ class Dispatcher:
     async def _claim(self, limit: int) -> list[store.Record]:
         t0 = self.clock.monotonic()
         try:
-            rows = await self.db.claim(self._claim_spec(limit), worker_id=self.settings.worker_id)
+            claimed = await self.db.finish_and_claim(
+                (), worker_id=self.settings.worker_id, claim=self._claim_spec(limit)
+            )
+            rows, self._wake_at = claimed.rows, claimed.wake_at
         except Exception as exc:  # the claimer must outlive a bad claim; unexpected ones loudly
             if isinstance(exc, store.CONNECTION_ERRORS):
                 log.warning("claim_failed", error=executor.describe(exc))
@@ -379,11 +417,32 @@ class Dispatcher:
         if asked:
             self.observer.claimed(len(rows), self.clock.monotonic() - t0)
         log_success = log.is_enabled_for(logging.INFO)
+        held = False
         for outcome in batch:
             self._record(outcome, outcome.job.id in written, log_success)
+            held |= outcome.verdict.hold_s > 0
         self._busy -= len(batch)
         self._started(rows, asked)
         self._wake_claimer.set()
+        if held:
+            await self._hold(batch)
+
+    async def _hold(self, batch: list[executor.Outcome]) -> None:
+        """A handler was told to wait (RetryLater(hold_task_type=True)): hold its task type
+        back on every worker. Best effort: the job itself is retried after the delay anyway."""
+        holds: dict[str, executor.Outcome] = {}
+        for outcome in batch:
+            if outcome.verdict.hold_s > 0:
+                holds[outcome.job.task_type] = outcome
+        for task_type, outcome in holds.items():
+            try:
+                await self.db.hold_task_type(
+                    task_type, outcome.verdict.hold_s, outcome.verdict.error
+                )
+            except Exception as exc:  # the job's own retry delay still applies
+                log.warning("hold_failed", task_type=task_type, error=executor.describe(exc))
+                continue
+            log.warning("task_type_held", task_type=task_type, hold_s=outcome.verdict.hold_s)
 
     async def _write(
         self, batch: list[executor.Outcome], claim: int
@@ -394,7 +453,10 @@ class Dispatcher:
         one bad outcome cannot stall or crash the worker."""
         rows = [executor.to_finish(o) for o in batch]
         try:
-            return await self._write_retrying(rows, claim)
+            claimed = await self._write_retrying(rows, claim)
+            if claim:
+                self._wake_at = claimed.wake_at
+            return claimed.written, claimed.rows
         except _REFUSED as exc:
             log.error("finish_batch_refused", jobs=len(rows), error=executor.describe(exc))
         written: set[int] = set()
@@ -404,20 +466,18 @@ class Dispatcher:
 
     async def _write_alone(self, row: store.Finish) -> set[int]:
         try:
-            return (await self._write_retrying([row], 0))[0]
+            return (await self._write_retrying([row], 0)).written
         except _REFUSED as exc:
             problem = f"could not record the handler's result: {executor.describe(exc)}"
         log.error("job_result_dropped", job_id=row.job_id, error=problem)
         fallback = row._replace(result=None, notes=problem, error=row.error or problem)
         try:
-            return (await self._write_retrying([fallback], 0))[0]
+            return (await self._write_retrying([fallback], 0)).written
         except _REFUSED as exc:  # nothing left to strip; the lease will expire and be rescued
             log.error("job_outcome_lost", job_id=row.job_id, error=executor.describe(exc))
             return set()
 
-    async def _write_retrying(
-        self, rows: list[store.Finish], claim: int
-    ) -> tuple[set[int], list[store.Record]]:
+    async def _write_retrying(self, rows: list[store.Finish], claim: int) -> store.Claimed:
         spec = self._claim_spec(claim) if claim else None
         delay_s = 0.2
         while True:

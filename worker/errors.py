@@ -89,13 +89,19 @@ class PermanentJobError(JobError):
 
 
 class RetryLater(JobError):
-    """Try again after `delay_s` seconds; the attempt counts toward max_attempts."""
+    """Try again after `delay_s` seconds; the attempt counts toward max_attempts.
 
-    def __init__(self, message: str = "retry later", *, delay_s: float) -> None:
+    `hold_task_type`: the wait applies to every job of this task type, on every worker (a
+    provider answered 429 with Retry-After: the next job would get the same answer)."""
+
+    def __init__(
+        self, message: str = "retry later", *, delay_s: float, hold_task_type: bool = False
+    ) -> None:
         if delay_s < 0:
             raise ValueError("delay_s must be >= 0")
         super().__init__(message)
         self.delay_s = delay_s
+        self.hold_task_type = hold_task_type
 
 
 class JobTimeout(JobError):

@@ -49,6 +49,8 @@ class Verdict:
     reason: str
     error: str | None = None
     retry_delay_s: float = 0.0
+    hold_s: float = 0.0
+    """Hold every job of the task type back this long (RetryLater(hold_task_type=True))."""
 
 
 @dataclass(slots=True)
@@ -91,15 +93,14 @@ def classify(exc: BaseException | None, job: Job, policy: RetryPolicy) -> Verdic
     if isinstance(exc, errors.PermanentJobError):
         return Verdict("failed", "permanent_error", describe(exc))
     reason = "timeout" if isinstance(exc, errors.JobTimeout) else "error"
+    hold_s = 0.0
+    if isinstance(exc, errors.RetryLater) and exc.hold_task_type:
+        hold_s = exc.delay_s
     if job.attempt >= job.max_attempts:
-        return Verdict("failed", "max_attempts", describe(exc))
-    delay = exc.delay_s if isinstance(exc, errors.RetryLater) else policy.delay(job.attempt)
-    return Verdict(
-        "retry",
-        "retry_later" if isinstance(exc, errors.RetryLater) else reason,
-        describe(exc),
-        delay,
-    )
+        return Verdict("failed", "max_attempts", describe(exc), 0.0, hold_s)
+    if isinstance(exc, errors.RetryLater):
+        return Verdict("retry", "retry_later", describe(exc), exc.delay_s, hold_s)
+    return Verdict("retry", reason, describe(exc), policy.delay(job.attempt))
 
 
 def parse_payload(handler: Handler, raw: Any) -> pydantic.BaseModel:

@@ -97,6 +97,7 @@ class Pruner:
                 started_before=now - timedelta(days=s.retain_runs_days), limit=s.prune_batch
             )
         )
+        await self._batches(lambda: self.db.prune_rate_starts(limit=s.prune_batch))
         if jobs or runs:
             log.info("pruned", jobs_deleted=jobs, runs_deleted=runs)
         return PruneReport(jobs, runs)

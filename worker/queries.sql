@@ -41,28 +41,44 @@ SELECT current_setting('server_version_num')::int AS version_num,
 -- One statement, one round trip and one commit per cycle of the dispatcher: write a batch
 -- of attempt outcomes ($1..$13, one array per column) with their job_runs rows, and claim
 -- up to $16 due jobs. Either half may be empty: claiming alone passes empty arrays,
--- finishing alone passes $16 = 0. (Measured: two statements per cycle left the 2-core
--- reference machine at ~12k jobs/s; see bench/README.md.)
+-- finishing alone passes $16 = 0. (Two statements per cycle: bench/README.md.)
 --
 -- Finishing: each row is guarded by id, status = 'running' and the attempt number (the
 -- lease token), so a worker that lost its lease changes nothing; `spend` = false gives
 -- the attempt back (shutdown). $14 is this worker.
 --
--- Claiming: lock due jobs of queues $15 whose task types ($17) this worker serves, mark
--- them running under lease $18 seconds, and fill in each handler's max_attempts ($19,
--- parallel to $17) where the row left it null. Paused queues are removed from $15 once, in
--- an initplan: a per-row NOT EXISTS made the planner expect one row and sort every pending
--- row instead of walking job_queue_claim_idx (13 ms instead of 0.05 ms per claim;
--- test_claim_plan_walks_the_index). All CTEs share one snapshot, so a job this statement
--- sends back to pending is not claimed again by the same statement.
+-- Claiming, from queues $15 (less the paused ones), the task types $17 this worker serves,
+-- each with its handler's max_attempts ($19) and limits: at most $20 running fleet-wide,
+-- at most $22 running per key (the job's concurrency_key, else its payload field $21), at
+-- most $23 started in any $24 seconds. NULL: no such limit. Jobs are taken in priority,
+-- run_at, id order, under lease $18 seconds.
 --
--- The claim joins its locked rows back by id, not ctid: a due row that another transaction
+-- What it costs never depends on rows it cannot take. It walks job_queue_ready_idx (queue,
+-- task_type, priority, run_at, id) only for the pairs it may take from (`groups`), and
+-- within each pair only the due rows of each priority present: `prios` finds the distinct
+-- priorities with one index probe each, and each probe's range stops at the first row due
+-- later. So rows of paused or other queues, unserved or held-back task types, and future
+-- rows are never read. (test_claim_plans_never_read_what_they_cannot_take.)
+--
+-- Limits (schema/0010_flow_control.sql): `gate` locks the job_limits row of each limited
+-- type with SKIP LOCKED and keeps the types whose row is still the version this
+-- statement's snapshot saw (`fresh`): then no other claim of that type committed since the
+-- snapshot, and the running jobs and starts it counts are all there are (finishes since
+-- only lower them). Those types' rows get version + 1 when jobs are claimed. A type that
+-- is held (held_until), locked by another claim or stale takes nothing this time.
+--
+-- Two phases: `cand` picks the jobs without locking (each group's head, the per-key and
+-- per-type allowances applied by window functions), then `due` locks them: for a type
+-- without limits, the same index range again with SKIP LOCKED, so a row another worker
+-- holds is passed over for the next; for a limited type, exactly the chosen rows.
+-- The locked rows are joined back by id, not ctid: a due row that another transaction
 -- updated after this statement's snapshot (the dashboard's "run now") is locked in its new
 -- version, which a ctid join cannot see; by id, the update follows it (EvalPlanQual).
 --
--- Returns one row per claimed job, then one row whose `written` holds the ids written
--- (one array, not a row per id: fewer rows to decode per cycle).
-WITH outcome AS (
+-- Returns one row per claimed job (in claim order), then one row whose `written` holds the ids written
+-- (one array, not a row per id: fewer rows to decode per cycle) and `wake_at`: when a
+-- limited or held type may take jobs again (null: nothing waits on a limit).
+WITH RECURSIVE outcome AS (
   SELECT *
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], $6::jsonb[],
                 $7::text[], $8::text[], $9::bigint[], $10::text[], $11::timestamptz[],
@@ -98,39 +114,185 @@ WITH outcome AS (
     FROM written w
     JOIN outcome o ON o.id = w.id
   RETURNING job_id
-), due AS (
-  SELECT j.id
-    FROM job_queue j
-   WHERE j.status = 'pending'
-     AND j.queue = ANY (ARRAY(SELECT q FROM unnest($15::text[]) AS q
-                               WHERE NOT EXISTS (SELECT 1 FROM job_queue_pauses p
-                                                  WHERE p.queue = q)))
-     AND j.run_at <= now()
-     AND j.task_type = ANY($17::text[])
-   ORDER BY j.priority, j.run_at, j.id
-   LIMIT $16
-   FOR UPDATE SKIP LOCKED
 ), handler AS (
-  SELECT * FROM unnest($17::text[], $19::int[]) AS h(task_type, max_attempts)
+  SELECT *, (h.type_limit IS NOT NULL OR h.key_limit IS NOT NULL OR h.rate_n IS NOT NULL)
+              AS limited,
+            (h.type_limit IS NOT NULL OR h.key_limit IS NOT NULL) AS counted
+    FROM unnest($17::text[], $19::int[], $20::int[], $21::text[], $22::int[], $23::int[],
+                $24::float8[])
+      AS h(task_type, max_attempts, type_limit, key_field, key_limit, rate_n, rate_s)
+   WHERE $16 > 0
+), limits AS (
+  -- This statement's snapshot of the limit rows of the types it serves.
+  SELECT l.task_type, l.version, l.held_until
+    FROM job_limits l
+   WHERE l.task_type = ANY ($17::text[]) AND $16 > 0
+), gate AS (
+  SELECT l.task_type, l.version
+    FROM job_limits l
+   WHERE l.task_type IN (SELECT task_type FROM handler WHERE limited)
+     AND (l.held_until IS NULL OR l.held_until <= now())
+     FOR UPDATE OF l SKIP LOCKED
+), fresh AS (
+  SELECT g.task_type FROM gate g JOIN limits s ON s.task_type = g.task_type
+   WHERE s.version = g.version
+), running AS (
+  SELECT j.task_type, j.limit_key, count(*)::int AS jobs
+    FROM job_queue j
+   WHERE j.status = 'running'
+     AND j.limit_key IS NOT NULL
+     AND j.task_type IN (SELECT task_type FROM fresh)
+   GROUP BY j.task_type, j.limit_key
+), started AS (
+  SELECT h.task_type, count(r.*)::int AS jobs, min(r.started_at) AS oldest
+    FROM handler h
+    JOIN job_rate_starts r ON r.task_type = h.task_type
+   WHERE h.rate_n IS NOT NULL
+     AND h.task_type IN (SELECT task_type FROM fresh)
+     AND r.started_at > now() - make_interval(secs => h.rate_s)
+   GROUP BY h.task_type
+), allow AS (
+  SELECT h.task_type, h.key_field, h.key_limit, h.counted,
+         CASE WHEN l.held_until > now() THEN 0
+              WHEN NOT h.limited THEN $16
+              WHEN h.task_type NOT IN (SELECT task_type FROM fresh) THEN 0
+              ELSE greatest(0, least(
+                     $16,
+                     h.type_limit - coalesce((SELECT sum(r.jobs) FROM running r
+                                               WHERE r.task_type = h.task_type), 0),
+                     h.rate_n - coalesce(s.jobs, 0)))
+         END::int AS allowance
+    FROM handler h
+    LEFT JOIN limits l ON l.task_type = h.task_type
+    LEFT JOIN started s ON s.task_type = h.task_type
+), groups AS (
+  SELECT q AS queue, a.task_type, a.allowance,
+         -- a keyed type looks further, past the jobs of keys at their limit
+         CASE WHEN a.key_limit IS NULL THEN a.allowance ELSE a.allowance * 4 + 100 END
+           AS scan
+    FROM unnest($15::text[]) AS q
+   CROSS JOIN allow a
+   WHERE a.allowance > 0
+     AND NOT EXISTS (SELECT 1 FROM job_queue_pauses p WHERE p.queue = q)
+), prios(queue, task_type, scan, priority) AS (
+  SELECT g.queue, g.task_type, g.scan,
+         (SELECT min(j.priority) FROM job_queue j
+           WHERE j.status = 'pending' AND j.queue = g.queue AND j.task_type = g.task_type)
+    FROM groups g
+  UNION ALL
+  SELECT p.queue, p.task_type, p.scan,
+         (SELECT min(j.priority) FROM job_queue j
+           WHERE j.status = 'pending' AND j.queue = p.queue AND j.task_type = p.task_type
+             AND j.priority > p.priority)
+    FROM prios p
+   WHERE p.priority IS NOT NULL
+), heads AS (
+  SELECT c.*, a.key_limit, a.counted
+    FROM prios p
+    JOIN allow a ON a.task_type = p.task_type
+   CROSS JOIN LATERAL (
+     SELECT j.id, j.queue, j.task_type, j.priority, j.run_at,
+            coalesce(j.concurrency_key, j.payload ->> a.key_field) AS key
+       FROM job_queue j
+      WHERE j.status = 'pending'
+        AND j.queue = p.queue
+        AND j.task_type = p.task_type
+        AND j.priority = p.priority
+        AND j.run_at <= now()
+      ORDER BY j.run_at, j.id
+      LIMIT p.scan) c
+   WHERE p.priority IS NOT NULL
+), keyed AS (
+  SELECT h.*,
+         row_number() OVER (PARTITION BY h.task_type, h.key
+                            ORDER BY h.priority, h.run_at, h.id) AS key_rank
+    FROM heads h
+), typed AS (
+  SELECT k.*,
+         row_number() OVER (PARTITION BY k.task_type ORDER BY k.priority, k.run_at, k.id)
+           AS type_rank
+    FROM keyed k
+   WHERE k.key_limit IS NULL
+      OR k.key IS NULL
+      OR k.key_rank <= k.key_limit - coalesce((SELECT r.jobs FROM running r
+                                                WHERE r.task_type = k.task_type
+                                                  AND r.limit_key = k.key), 0)
+), cand AS (
+  SELECT t.id, t.queue, t.task_type, t.priority, t.run_at, t.counted
+    FROM typed t
+    JOIN allow a ON a.task_type = t.task_type
+   WHERE t.type_rank <= a.allowance
+   ORDER BY t.priority, t.run_at, t.id
+   LIMIT $16
+), take AS (
+  SELECT c.queue, c.task_type, c.priority, count(*) AS jobs
+    FROM cand c
+    JOIN handler h ON h.task_type = c.task_type
+   WHERE NOT h.limited
+   GROUP BY c.queue, c.task_type, c.priority
+), due AS (
+  SELECT d.id
+    FROM take t
+   CROSS JOIN LATERAL (
+     SELECT j.id FROM job_queue j
+      WHERE j.status = 'pending'
+        AND j.queue = t.queue
+        AND j.task_type = t.task_type
+        AND j.priority = t.priority
+        AND j.run_at <= now()
+      ORDER BY j.run_at, j.id
+      LIMIT t.jobs
+        FOR UPDATE OF j SKIP LOCKED) d
+  UNION ALL
+  SELECT x.id
+    FROM (SELECT j.id FROM job_queue j
+           WHERE j.id IN (SELECT c.id FROM cand c JOIN handler h
+                            ON h.task_type = c.task_type WHERE h.limited)
+             AND j.status = 'pending'
+             FOR UPDATE OF j SKIP LOCKED) x
 ), claimed AS (
   UPDATE job_queue j
      SET status = 'running',
          attempts = j.attempts + 1,
-         max_attempts = coalesce(j.max_attempts, handler.max_attempts),
+         max_attempts = coalesce(j.max_attempts, h.max_attempts),
          locked_by = $14,
          lease_expires_at = now() + make_interval(secs => $18),
          started_at = now(),
+         limit_key = CASE WHEN h.counted
+                          THEN coalesce(j.concurrency_key, j.payload ->> h.key_field, '')
+                     END,
          updated_at = now()
-    FROM due, handler
+    FROM due, handler h
    WHERE j.id = due.id
-     AND handler.task_type = j.task_type
+     AND h.task_type = j.task_type
   RETURNING j.id, j.queue, j.task_type, j.payload, j.attempts, j.max_attempts, j.run_type,
-            j.schedule_name, j.requested_by, j.created_at
+            j.schedule_name, j.requested_by, j.created_at, j.priority, j.run_at
+), bumped AS (
+  UPDATE job_limits l
+     SET version = l.version + 1, updated_at = now()
+   WHERE l.task_type IN (SELECT c.task_type FROM claimed c JOIN handler h
+                          ON h.task_type = c.task_type WHERE h.limited)
+  RETURNING l.task_type
+), rated AS (
+  INSERT INTO job_rate_starts (task_type, started_at)
+  SELECT c.task_type, now()
+    FROM claimed c
+    JOIN handler h ON h.task_type = c.task_type
+   WHERE h.rate_n IS NOT NULL
+  RETURNING 1
 )
-SELECT c.*, NULL::bigint[] AS written FROM claimed c
+SELECT * FROM (SELECT c.*, NULL::bigint[] AS written, NULL::timestamptz AS wake_at
+                 FROM claimed c ORDER BY c.priority, c.run_at, c.id) claimed_in_order
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, array_agg(a.job_id)
-  FROM audited a;
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT array_agg(a.job_id) FROM audited a),
+       (SELECT min(w.at) FROM (
+          SELECT l.held_until AS at FROM limits l WHERE l.held_until > now()
+          UNION ALL
+          SELECT s.oldest + make_interval(secs => h.rate_s)
+            FROM started s JOIN handler h ON h.task_type = s.task_type
+           WHERE s.jobs >= h.rate_n) w)
+  FROM (SELECT count(*) FROM bumped) b, (SELECT count(*) FROM rated) r;
 
 -- name: extend_leases
 -- The heartbeat: push out the leases of this worker's running jobs ($1 ids, $2 attempts)
@@ -214,6 +376,30 @@ WITH doomed AS (
   DELETE FROM job_runs r USING doomed WHERE r.id = doomed.id RETURNING 1
 )
 SELECT count(*) AS deleted FROM gone;
+
+-- name: prune_rate_starts
+-- Starts older than any rate window (a day): up to $1 rows.
+WITH doomed AS (
+  SELECT ctid FROM job_rate_starts WHERE started_at < now() - interval '1 day' LIMIT $1
+), gone AS (
+  DELETE FROM job_rate_starts r USING doomed WHERE r.ctid = doomed.ctid RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone;
+
+-- name: ensure_limit_rows
+-- A job_limits row for each task type of $1 that has limits (a claim locks it).
+INSERT INTO job_limits (task_type)
+SELECT t FROM unnest($1::text[]) AS t
+ON CONFLICT (task_type) DO NOTHING;
+
+-- name: hold_task_type
+-- No claim takes task type $1 for $2 seconds (a longer hold already set stands); $3 why.
+INSERT INTO job_limits AS l (task_type, held_until, held_reason)
+VALUES ($1, now() + make_interval(secs => $2), left($3, 500))
+ON CONFLICT (task_type) DO UPDATE
+   SET held_until = greatest(l.held_until, excluded.held_until),
+       held_reason = excluded.held_reason,
+       updated_at = now();
 
 -- name: enqueue_job
 -- The CLI's enqueue. A live job with the same dedupe key wins: nothing is inserted and its

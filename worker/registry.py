@@ -82,6 +82,68 @@ HandlerFunc = Callable[[JobContext, Any], Awaitable[JobResult]]
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Flow control of one task type, enforced in the claim on every worker at once:
+
+    - `concurrency`: at most this many of its jobs run at once, fleet-wide;
+    - `key_concurrency`: at most this many run at once per key (a coach, a user...), the key
+      being the job's `concurrency_key` (set at enqueue), else its payload field
+      `concurrency_key_field`;
+    - `rate`: at most `rate_count` jobs start in any `rate_window_s` seconds.
+
+    A job held back stays pending, no attempt spent."""
+
+    concurrency: int | None = None
+    key_concurrency: int | None = None
+    concurrency_key_field: str | None = None
+    rate_count: int | None = None
+    rate_window_s: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(
+            value is not None for value in (self.concurrency, self.key_concurrency, self.rate_count)
+        )
+
+
+NO_LIMITS = Limits()
+
+_RATE = re.compile(r"^\s*(\d{1,9})\s*/\s*(\d{0,6})\s*(s|sec|second|m|min|minute|h|hour)s?\s*$")
+_UNIT_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def parse_rate(rate: str) -> tuple[int, float]:
+    """`"100/m"` -> (100, 60.0): count per window. Also `"5/s"`, `"1000/h"`, `"10/30s"`."""
+    match = _RATE.match(rate)
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"rate {rate!r}: write count/window, such as 100/m, 5/s or 10/30s")
+    window_s = int(match.group(2) or 1) * _UNIT_S[match.group(3)]
+    if not 1 <= window_s <= 86_400:
+        raise ValueError(f"rate {rate!r}: the window must be 1 s to 1 day")
+    return int(match.group(1)), float(window_s)
+
+
+def limits(
+    *,
+    concurrency: int | None = None,
+    concurrency_key: str | None = None,
+    key_concurrency: int | None = None,
+    rate: str | None = None,
+) -> Limits:
+    """Checked Limits from @handler's arguments (ValueError naming the problem)."""
+    for name, value in (("concurrency", concurrency), ("key_concurrency", key_concurrency)):
+        if value is not None and not 1 <= value <= 100_000:
+            raise ValueError(f"{name} must be between 1 and 100000")
+    if concurrency_key is not None and not _FIELD.match(concurrency_key):
+        raise ValueError(f"concurrency_key {concurrency_key!r} is not a payload field name")
+    if concurrency_key is not None and key_concurrency is None:
+        key_concurrency = 1
+    count, window_s = parse_rate(rate) if rate is not None else (None, None)
+    return Limits(concurrency, key_concurrency, concurrency_key, count, window_s)
+
+
+@dataclass(frozen=True, slots=True)
 class Handler:
     """A registered handler: the function, its payload model and its limits."""
 
@@ -90,6 +152,7 @@ class Handler:
     payload: type[pydantic.BaseModel]
     max_attempts: int = 5
     timeout_s: float | None = None
+    limits: Limits = NO_LIMITS
 
 
 class Registry:
@@ -140,6 +203,10 @@ def handler(
     payload: type[P],
     max_attempts: int = 5,
     timeout_s: float | None = None,
+    concurrency: int | None = None,
+    concurrency_key: str | None = None,
+    key_concurrency: int | None = None,
+    rate: str | None = None,
     registry: Registry | None = None,
 ) -> Callable[
     [Callable[[JobContext, P], Awaitable[JobResult]]],
@@ -150,13 +217,24 @@ def handler(
     `payload` validates the job's JSON payload before the handler runs (an invalid payload
     fails the job at once); `max_attempts` applies to jobs that do not set their own;
     `timeout_s` (default: WORKER_DEFAULT_TIMEOUT_S) bounds each attempt.
+
+    Flow control, fleet-wide (see Limits): `concurrency` jobs at once; `key_concurrency` at
+    once per key, the key being a job's concurrency_key or its payload field
+    `concurrency_key` (naming the field alone means one at a time per key); `rate` such as
+    "100/m", "5/s" or "10/30s".
     """
+    checked = limits(
+        concurrency=concurrency,
+        concurrency_key=concurrency_key,
+        key_concurrency=key_concurrency,
+        rate=rate,
+    )
 
     def register(
         func: Callable[[JobContext, P], Awaitable[JobResult]],
     ) -> Callable[[JobContext, P], Awaitable[JobResult]]:
         target = REGISTRY if registry is None else registry
-        target.add(Handler(name, func, payload, max_attempts, timeout_s))
+        target.add(Handler(name, func, payload, max_attempts, timeout_s, checked))
         return func
 
     return register

@@ -144,6 +144,7 @@ async def _connect(settings: Settings, dsn: str, pool_size: int) -> store.Store:
                     min_size=1,
                     max_size=pool_size,
                     statement_cache_size=0 if settings.pooler_mode else 100,
+                    pooled=settings.pooler_mode,
                 )
     except ValueError as exc:
         problem = observability.Scrubber.from_settings(settings).scrub_text(executor.describe(exc))

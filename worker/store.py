@@ -56,13 +56,45 @@ class Finish(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ClaimSpec:
-    """What a worker claims: up to `limit` due jobs of its queues and task types."""
+    """What a worker claims: up to `limit` due jobs of its queues and task types. The other
+    sequences run parallel to `task_types`: each type's default max_attempts, and its
+    limits (None: none): running fleet-wide, running per key (the key from the job's
+    concurrency_key, else from payload field `key_fields`), started per rate window."""
 
     queues: Sequence[str]
     limit: int
     task_types: Sequence[str]
-    max_attempts: Sequence[int]  # each task type's default, parallel to task_types
+    max_attempts: Sequence[int]
     lease_s: float
+    type_limits: Sequence[int | None] = ()
+    key_fields: Sequence[str | None] = ()
+    key_limits: Sequence[int | None] = ()
+    rate_counts: Sequence[int | None] = ()
+    rate_windows_s: Sequence[float | None] = ()
+
+    def limit_arrays(self) -> list[list[Any]]:
+        """The five limit arrays of finish_and_claim ($20..$24), padded with None."""
+        width = len(self.task_types)
+        columns = (
+            self.type_limits,
+            self.key_fields,
+            self.key_limits,
+            self.rate_counts,
+            self.rate_windows_s,
+        )
+        return [list(column) or [None] * width for column in columns]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one finish_and_claim returned."""
+
+    written: set[int]
+    """Ids whose outcome was written (the others had lost their lease)."""
+    rows: list[Record]
+    """The jobs claimed."""
+    wake_at: datetime | None
+    """When a task type held back by a rate limit or a hold may take jobs again."""
 
 
 _NO_CLAIM = ClaimSpec(queues=(), limit=0, task_types=(), max_attempts=(), lease_s=0.0)
@@ -177,15 +209,28 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def connect(
-    dsn: str, *, min_size: int = 1, max_size: int = 4, statement_cache_size: int = 100
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    statement_cache_size: int = 100,
+    pooled: bool = False,
 ) -> Store:
+    """A pool on `dsn`. Without a transaction pooler in between (`pooled`), its sessions
+    run with JIT off: the claim's plan costs past jit_above_cost on a large table, and
+    compiling it took ~300 ms where executing it takes ~1 ms (measured, 1.6M rows). A
+    pooler may refuse startup parameters, and its server sessions are shared: there the
+    server's own setting stands (ALTER ROLE ... SET jit = off is the fix)."""
+    settings = {"application_name": "worker"}
+    if not pooled:
+        settings["jit"] = "off"
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         statement_cache_size=statement_cache_size,
         init=init_connection,
-        server_settings={"application_name": "worker"},
+        server_settings=settings,
     )
     return Store(pool, dsn)
 
@@ -293,9 +338,8 @@ class Store:
 
     async def finish_and_claim(
         self, rows: Sequence[Finish], *, worker_id: str, claim: ClaimSpec | None = None
-    ) -> tuple[set[int], list[Record]]:
-        """Write outcomes and claim up to `claim.limit` jobs in one statement. Returns the job
-        ids written (the others had lost their lease) and the claimed rows."""
+    ) -> Claimed:
+        """Write outcomes and claim up to `claim.limit` jobs in one statement."""
         spec = claim or _NO_CLAIM
         # In id order, as the heartbeat: the update walks the outcome rows in array order, so
         # two statements of this worker touching the same jobs lock them in the same order and
@@ -311,17 +355,27 @@ class Store:
             list(spec.task_types),
             float(spec.lease_s),
             list(spec.max_attempts),
+            *spec.limit_arrays(),
         )
         claimed = [row for row in result if row["id"] is not None]
-        written = next(row["written"] for row in result if row["id"] is None)
-        return set(written or ()), claimed
+        meta = next(row for row in result if row["id"] is None)  # ids written, next wake-up
+        return Claimed(set(meta["written"] or ()), claimed, meta["wake_at"])
 
     async def claim(self, spec: ClaimSpec, *, worker_id: str) -> list[Record]:
-        return (await self.finish_and_claim((), worker_id=worker_id, claim=spec))[1]
+        return (await self.finish_and_claim((), worker_id=worker_id, claim=spec)).rows
 
     async def finish(self, rows: Sequence[Finish], *, worker_id: str) -> set[int]:
         """Write outcomes; returns the job ids written (the others had lost their lease)."""
-        return (await self.finish_and_claim(rows, worker_id=worker_id))[0]
+        return (await self.finish_and_claim(rows, worker_id=worker_id)).written
+
+    async def ensure_limit_rows(self, task_types: Sequence[str]) -> None:
+        """The job_limits row of each limited task type (a claim locks it: it must exist)."""
+        if task_types:
+            await self.pool.execute(QUERIES["ensure_limit_rows"], list(task_types))
+
+    async def hold_task_type(self, task_type: str, seconds: float, reason: str | None) -> None:
+        """No worker claims `task_type` for `seconds` (a provider asked us to wait)."""
+        await self.pool.execute(QUERIES["hold_task_type"], task_type, float(seconds), reason)
 
     async def extend_leases(
         self, jobs: Sequence[tuple[int, int]], *, worker_id: str, lease_s: float
@@ -360,6 +414,9 @@ class Store:
 
     async def prune_runs(self, *, started_before: datetime, limit: int) -> int:
         return int(await self.pool.fetchval(QUERIES["prune_runs"], started_before, limit))
+
+    async def prune_rate_starts(self, *, limit: int) -> int:
+        return int(await self.pool.fetchval(QUERIES["prune_rate_starts"], limit))
 
     async def enqueue(
         self,
