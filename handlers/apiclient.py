@@ -2,8 +2,9 @@
 
     2xx                                 the response
     429, or 503 with Retry-After        errors.RetryLater(delay_s=<Retry-After>): the job is
-                                        retried after that delay and the worker slot is
-                                        freed meanwhile (nothing waits inside the job)
+                                        retried after that delay, the worker slot is freed
+                                        meanwhile, and no worker starts another job of the
+                                        task type before then (the provider throttles us)
     other 5xx, 408, network, timeout    tried again inside the job (`http_attempts` tries,
                                         exponential waits, tenacity), then errors.JobError:
                                         the engine retries the job with its own backoff
@@ -208,8 +209,12 @@ class Api:
                 default_s=self.policy.retry_after_default_s,
                 max_s=self.policy.retry_after_max_s,
             )
+            # The provider throttles the account, not this job: hold the whole task type
+            # back on every worker, not only this job.
             raise errors.RetryLater(
-                f"{what}: HTTP {status}, rate limited; retrying in {delay:g}s", delay_s=delay
+                f"{what}: HTTP {status}, rate limited; retrying in {delay:g}s",
+                delay_s=delay,
+                hold_task_type=True,
             )
         body = excerpt(response.text, self._secrets)
         if status >= 500 or status == _RETRYABLE_STATUS:

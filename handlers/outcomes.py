@@ -53,4 +53,6 @@ class Failures:
 
 def rate_limited(exc: errors.RetryLater, summary: str) -> errors.RetryLater:
     """The same RetryLater, saying what was done before the API asked us to stop."""
-    return errors.RetryLater(f"{summary}; stopped: {exc}", delay_s=exc.delay_s)
+    return errors.RetryLater(
+        f"{summary}; stopped: {exc}", delay_s=exc.delay_s, hold_task_type=exc.hold_task_type
+    )

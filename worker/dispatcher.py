@@ -272,8 +272,8 @@ class Dispatcher:
             self._started(rows, asked)
             if len(rows) == asked:
                 continue
-            if self.once and self._busy == 0 and not rows and self._wake_at is None:
-                return
+            if self.once and self._busy == 0 and not rows:
+                return  # jobs held back by limits are not due: a later run takes them
             with anyio.move_on_after(self._idle_wait_s()):
                 await self._wake_claimer.wait()
 

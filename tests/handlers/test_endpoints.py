@@ -110,8 +110,16 @@ async def test_429_retries_the_job_after_retry_after(
     wait = ran.job["run_at"] - datetime.now(UTC)
     assert timedelta(seconds=25) < wait <= timedelta(seconds=30)
     assert len(seen) == 1
-    # Once due, the job runs again and succeeds.
+    # The provider throttles the account: the whole task type waits as long, on every worker.
+    held = await db.pool.fetchval(
+        "SELECT held_until - now() FROM job_limits WHERE task_type = 'call_endpoint'"
+    )
+    assert timedelta(seconds=25) < held <= timedelta(seconds=30)
     await db.pool.execute("UPDATE job_queue SET run_at = now()")
+    await drain(db, make_settings(), "call_endpoint")
+    assert (await db.pool.fetchval("SELECT attempts FROM job_queue")) == 1  # still held
+    # Once due and no longer held, the job runs again and succeeds.
+    await db.pool.execute("UPDATE job_limits SET held_until = now()")
     await drain(db, make_settings(), "call_endpoint")
     row = await db.pool.fetchrow("SELECT status, attempts FROM job_queue")
     assert row is not None and (row["status"], row["attempts"]) == ("succeeded", 2)

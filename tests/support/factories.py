@@ -30,6 +30,8 @@ _COLUMNS = {
     "requested_by",
     "created_at",
     "started_at",
+    "concurrency_key",
+    "limit_key",
 }
 
 
