@@ -381,7 +381,7 @@ class Dispatcher:
             requested_by=job.requested_by,
             created_at=job.created_at,
             worker_id=self.settings.worker_id,
-            pool=self.db.pool,
+            pool=self.db.handler_pool,
             settings=self.settings,
             logger=log,
         )

@@ -216,14 +216,21 @@ async def connect(
     statement_cache_size: int = 100,
     pooled: bool = False,
 ) -> Store:
-    """A pool on `dsn`. Without a transaction pooler in between (`pooled`), its sessions
-    run with JIT off: the claim's plan costs past jit_above_cost on a large table, and
-    compiling it took ~300 ms where executing it takes ~1 ms (measured, 1.6M rows). A
-    pooler may refuse startup parameters, and its server sessions are shared: there the
-    server's own setting stands (ALTER ROLE ... SET jit = off is the fix)."""
+    """Two pools on `dsn`: the engine's (claims, outcomes, leases, maintenance, the admin
+    use cases), and the handlers' (`JobContext.pool`, opened on first use), so a handler
+    that holds connections cannot stall the claim and outcome writes.
+
+    Without a transaction pooler in between (`pooled`), the engine's sessions run with JIT
+    off and generic plans. JIT: the claim's plan costs past jit_above_cost on a large
+    table, and compiling it took ~300 ms where running it takes ~1 ms (1.6M rows). Generic
+    plans: planning the claim statement costs several times what running it does, and its
+    plan does not depend on the values (it walks the claim index per queue and task type);
+    the admin reads, whose plans do, ask for custom plans themselves. A pooler may refuse
+    startup parameters and shares its server sessions: there the server's settings stand
+    (ALTER ROLE ... SET jit = off helps)."""
     settings = {"application_name": "worker"}
     if not pooled:
-        settings["jit"] = "off"
+        settings.update(jit="off", plan_cache_mode="force_generic_plan")
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -232,7 +239,15 @@ async def connect(
         init=init_connection,
         server_settings=settings,
     )
-    return Store(pool, dsn)
+    handlers = await asyncpg.create_pool(
+        dsn,
+        min_size=0,
+        max_size=max_size,
+        statement_cache_size=statement_cache_size,
+        init=init_connection,
+        server_settings={"application_name": "worker-handlers"},
+    )
+    return Store(pool, dsn, handlers)
 
 
 class Listener:
@@ -247,9 +262,13 @@ class Listener:
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, dsn: str, handler_pool: asyncpg.Pool | None = None
+    ) -> None:
         self.pool = pool
         self.dsn = dsn
+        self.handler_pool = pool if handler_pool is None else handler_pool
+        """What handlers get as JobContext.pool."""
 
     @contextlib.asynccontextmanager
     async def listen(
@@ -272,6 +291,8 @@ class Store:
                 await conn.close(timeout=2)
 
     async def close(self) -> None:
+        if self.handler_pool is not self.pool:
+            await self.handler_pool.close()
         await self.pool.close()
 
     async def server_version(self) -> tuple[int, str]:
