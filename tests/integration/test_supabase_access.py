@@ -69,6 +69,7 @@ RELATIONS: dict[str, tuple[RelationKind, Grants]] = {
     "job_queue_pauses": ("table", SERVICE_ONLY),
     "job_admin_audit": ("table", SERVICE_ONLY),
     "job_dashboard_sessions": ("table", SERVICE_ONLY),
+    "job_workers": ("table", SERVICE_ONLY),
     "worker_migrations": ("table", only(service_role=READ)),
     "job_queue_id_seq": ("sequence", SERVICE_SEQUENCE),
     "job_runs_id_seq": ("sequence", SERVICE_SEQUENCE),
