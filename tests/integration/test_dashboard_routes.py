@@ -261,7 +261,12 @@ async def test_security_headers_are_on_every_dashboard_response(site: Site) -> N
     for response in responses:
         for name, value in SECURITY_HEADERS.items():
             assert response.headers[name] == value
-    assert "<script" not in responses[4].text and " style=" not in responses[4].text
+    # One script, our own file: no inline script or style for the CSP to allow.
+    scripts = re.findall(r"<script[^>]*>.*?</script>", responses[4].text, re.S)
+    assert scripts == ['<script src="/dashboard/static/dashboard.js" defer></script>']
+    assert " style=" not in responses[4].text and " on" + "click=" not in responses[4].text
+    script = await site.client.get("/dashboard/static/dashboard.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
 
 
 # -- CSRF and Origin ------------------------------------------------------------------------------

@@ -47,8 +47,8 @@ LOGIN = "/dashboard/login"
 SECURITY_HEADERS = (
     (
         "Content-Security-Policy",
-        "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-        "frame-ancestors 'none'",
+        "default-src 'self'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "same-origin"),
@@ -223,7 +223,9 @@ def create(services: Services, *, limiter: ratelimit.FailureLimiter | None = Non
         Route("/login", d.login, methods=["GET", "POST"]),
         Route("/logout", d.view(d.logout), methods=post),
         Route("/jobs", d.view(pages.jobs), methods=get),
+        Route("/jobs/bulk", d.view(actions.bulk_jobs), methods=post),
         Route("/jobs/{id:jobid}", d.view(pages.job), methods=get),
+        Route("/jobs/{id:jobid}/delete", d.view(actions.delete_job), methods=post),
         Route("/jobs/{id:jobid}/retry", d.view(actions.retry_job), methods=post),
         Route("/jobs/{id:jobid}/cancel", d.view(actions.cancel_job), methods=post),
         Route("/jobs/{id:jobid}/run-now", d.view(actions.run_job_now), methods=post),
@@ -234,6 +236,12 @@ def create(services: Services, *, limiter: ratelimit.FailureLimiter | None = Non
         Route("/schedules/{name}/resume", d.view(actions.resume_schedule), methods=post),
         Route("/schedules/{name}/retime", d.view(actions.retime_schedule), methods=post),
         Route("/schedules/{name}/run", d.view(actions.run_schedule_now), methods=post),
+        Route("/schedules/{name}/edit", d.view(actions.edit_schedule), methods=post),
+        Route("/schedules/{name}/delete", d.view(actions.delete_schedule), methods=post),
+        Route("/enqueue", d.view(pages.enqueue), methods=get),
+        Route("/enqueue", d.view(actions.enqueue_job), methods=post),
+        Route("/workers", d.view(pages.workers), methods=get),
+        Route("/playbook", d.view(pages.playbook), methods=get),
         Route("/runs", d.view(pages.runs), methods=get),
         Route("/queues/pause", d.view(actions.pause_queue), methods=post),
         Route("/queues/{queue}/resume", d.view(actions.resume_queue), methods=post),

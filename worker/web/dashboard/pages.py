@@ -10,17 +10,22 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response
 
-from worker import errors, scheduler, store
-from worker.web.dashboard import render
+from worker import errors, presence, scheduler, store
+from worker.admin import jobs as admin_jobs
+from worker.admin.store import JobFilter
+from worker.web.dashboard import cronwords, payloadform, render
 from worker.web.dashboard.view import (
     JOB_STATUSES,
     PAGE_SIZE,
     RUN_STATUSES,
     RUN_TYPES,
+    BadInput,
     Flash,
+    Values,
     View,
     before,
     choice,
+    first,
     name,
     task_type,
     text,
@@ -113,7 +118,35 @@ async def jobs(view: View) -> Response:
             before=cursor,
             limit=PAGE_SIZE + 1,
         )
-    return _paged(view, "jobs", filters, rows, cursor, statuses=JOB_STATUSES)
+    return _paged(
+        view,
+        "jobs",
+        filters,
+        rows,
+        cursor,
+        statuses=JOB_STATUSES,
+        bulk_actions=_bulk_actions(filters["status"]),
+    )
+
+
+def _bulk_actions(status: str | None) -> list[tuple[str, str]]:
+    """(action, label) of the bulk actions that apply to some jobs of the status filter."""
+    labels = {"retry": "Retry", "cancel": "Cancel", "delete": "Delete"}
+    return [
+        (action, labels[action])
+        for action in admin_jobs.BULK_STATES
+        if admin_jobs.bulk_states(action, status)
+    ]
+
+
+def job_filter(values: Values) -> JobFilter:
+    """The jobs list's filter, from a query or a form (BadInput for a bad value)."""
+    return JobFilter(
+        status=choice(values, "status", JOB_STATUSES),
+        queue=name(values, "queue"),
+        task_type=task_type(values, "task_type"),
+        text=text(values, "q") or None,
+    )
 
 
 def _paged(
@@ -165,6 +198,7 @@ async def job(view: View, *, status: int = 200, flash: Flash | None = None) -> R
         can_retry=row["status"] in ("failed", "cancelled"),
         can_cancel=row["status"] in ("pending", "running"),
         can_run_now=row["status"] == "pending",
+        can_delete=row["status"] in ("failed", "cancelled"),
     )
 
 
@@ -185,11 +219,19 @@ async def schedules(
     now = view.app.clock.now()
     async with view.reads() as reads:
         rows = await reads.schedules()
+    listed = [_with_next_run(row, now) for row in rows]
     return view.page(
         "schedules.html",
         status=status,
         flash=flash,
-        schedules=[_with_next_run(row, now) for row in rows],
+        schedules=listed,
+        summary={
+            "total": len(listed),
+            "active": sum(1 for s in listed if s["active"]),
+            "paused": sum(1 for s in listed if not s["active"]),
+            "failing": sum(1 for s in listed if s["last_job_status"] == "failed"),
+        },
+        task_types=view.app.registry.names(),
         form=form or {"timezone": "UTC", "queue": "default", "payload": "{}"},
     )
 
@@ -206,7 +248,23 @@ def _with_next_run(row: store.Record, now: datetime) -> dict[str, Any]:
         except errors.ScheduleError:
             next_run = None
     schedule["next_run"] = next_run if schedule["active"] else None
+    schedule["words"] = cronwords.describe(schedule["cron"], schedule["timezone"])
     return schedule
+
+
+NEXT_RUNS = 5
+
+
+def next_runs(cron: str, timezone: str, after: datetime, count: int = NEXT_RUNS) -> list[datetime]:
+    """The next `count` ticks of a schedule after `after` (empty if it cannot be read)."""
+    found: list[datetime] = []
+    try:
+        for _ in range(count):
+            after = scheduler.next_tick(cron, timezone, after)
+            found.append(after)
+    except errors.ScheduleError:
+        pass
+    return found
 
 
 async def schedule(
@@ -215,6 +273,8 @@ async def schedule(
     status: int = 200,
     flash: Flash | None = None,
     form: dict[str, str] | None = None,
+    edit_form: dict[str, str] | None = None,
+    edit_errors: dict[str, str] | None = None,
 ) -> Response:
     schedule_name = view.param("name")
     cursor = before(view.query)
@@ -228,11 +288,27 @@ async def schedule(
         last = await reads.schedule_last_tick(schedule_name)
         audit = await reads.audit_entries(f"schedule:{schedule_name}", 20)
     path = f"/dashboard/schedules/{schedule_name}"
+    shown = _with_next_run(row, now)
+    first = shown["next_run"]
+    upcoming = (
+        [first, *next_runs(row["cron"], row["timezone"], first, NEXT_RUNS - 1)] if first else []
+    )
+    edit = {
+        "missed": row["missed"],
+        "payload": render.pretty(row["payload"]),
+        "max_attempts": "" if row["max_attempts"] is None else str(row["max_attempts"]),
+        "priority": str(row["priority"]),
+        "queue": row["queue"],
+    }
     return view.page(
         "schedule.html",
         status=status,
         flash=flash,
-        schedule=_with_next_run(row, now),
+        schedule=shown,
+        upcoming=upcoming,
+        edit={**edit, **(edit_form or {})},
+        edit_errors=edit_errors or {},
+        served_here=row["task_type"] in view.app.registry,
         last_tick=_last_tick(schedule_name, last),
         jobs=jobs_rows[:PAGE_SIZE],
         runs=runs,
@@ -278,3 +354,65 @@ async def runs(view: View) -> Response:
             limit=PAGE_SIZE + 1,
         )
     return _paged(view, "runs", filters, rows, cursor, statuses=RUN_STATUSES, run_types=RUN_TYPES)
+
+
+# -- enqueue ---------------------------------------------------------------------------------
+
+
+async def enqueue(
+    view: View,
+    *,
+    status: int = 200,
+    flash: Flash | None = None,
+    form: dict[str, str] | None = None,
+    problems: dict[str, str] | None = None,
+) -> Response:
+    """The enqueue form: the task type from this worker's handlers (a GET form picks it),
+    then the payload form its model describes, and the job's own fields."""
+    values = form if form is not None else {"task_type": first(view.query, "task_type")}
+    chosen = values.get("task_type", "")
+    registry = view.app.registry
+    if chosen and chosen not in registry:
+        raise BadInput(f"no handler for task type {chosen!r} in this worker")
+    handler = registry.get(chosen) if chosen else None
+    return view.page(
+        "enqueue.html",
+        status=status,
+        flash=flash,
+        task_types=registry.names(),
+        chosen=chosen,
+        fields=payloadform.fields_of(handler.payload) if handler else [],
+        default_attempts=handler.max_attempts if handler else None,
+        form=values,
+        problems=problems or {},
+    )
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+async def workers(view: View) -> Response:
+    async with view.reads() as reads:
+        rows = await reads.workers(presence.STALE_AFTER_BEATS)
+    live = [row for row in rows if not row["stale"]]
+    return view.page(
+        "workers.html",
+        live=live,
+        stale=[row for row in rows if row["stale"]],
+        totals={
+            "workers": len(live),
+            "concurrency": sum(row["concurrency"] for row in live),
+            "in_flight": sum(row["in_flight"] for row in live),
+        },
+        stale_after_beats=presence.STALE_AFTER_BEATS,
+        heartbeat_s=presence.HEARTBEAT_S,
+    )
+
+
+# -- playbook --------------------------------------------------------------------------------
+
+
+async def playbook(view: View) -> Response:
+    async with view.reads() as reads:
+        paused = await reads.paused_queues()
+    return view.page("playbook.html", paused=paused)

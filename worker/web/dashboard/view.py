@@ -94,6 +94,8 @@ class View:
             path=self.path,
             csrf_token=self.app.auth.csrf_token(self.session),
             flash=flash or left,
+            # Only a page read with GET may refresh itself (dashboard.js fetches its URL).
+            refresh=self.request.method == "GET",
             **context,
         )
         if left is not None:
