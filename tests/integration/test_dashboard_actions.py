@@ -10,14 +10,20 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import argon2
+import bcrypt
+import jwt
 import pydantic
 import pytest
+from pydantic import SecretStr
 
-from tests.integration.test_dashboard_routes import Site, location, running_site
+from tests.integration.test_dashboard_routes import _CSRF, Site, location, running_site
 from tests.support import factories, web
 from tests.support.clock import FakeClock
-from worker import presence, store
+from worker import config, errors, presence, store
+from worker.admin.store import AdminStore
 from worker.registry import Handler, JobContext, JobResult, Registry
+from worker.web.dashboard import auth as dashboard_auth
 
 # -- a registry with a payload model worth a form ----------------------------------------------
 
@@ -501,3 +507,120 @@ async def test_playbook_links_to_the_actions(site: Site) -> None:
         "/dashboard/#pause-queue",
     ):
         assert f'href="{link}"' in page, link
+
+
+# -- sign-in: hashed passwords, app accounts ------------------------------------------------------
+
+ARGON2_USER = ("carol", "carol-long-password-1")
+BCRYPT_USER = ("dave", "dave-long-password-22")
+
+
+def hashed_users() -> str:
+    argon = argon2.PasswordHasher(time_cost=1, memory_cost=1024).hash(ARGON2_USER[1])
+    crypt = bcrypt.hashpw(BCRYPT_USER[1].encode(), bcrypt.gensalt(4)).decode()
+    return f"{ARGON2_USER[0]}:{argon}, {BCRYPT_USER[0]}:{crypt},erin:plain-password-12"
+
+
+def test_hashed_passwords_are_read_whole_and_bad_hashes_refused() -> None:
+    users = config.dashboard_users(SecretStr(hashed_users()))
+    assert list(users) == ["carol", "dave", "erin"]
+    assert users["carol"].startswith("$argon2id$v=19$m=1024,t=1,p=")
+    assert users["erin"] == "plain-password-12"
+    for broken in ["x:$argon2id$v=19$m=1024", "x:$2b$04$tooshort"]:
+        with pytest.raises(errors.ConfigError, match="is not an argon2 or bcrypt hash"):
+            config.load(dashboard_users=broken, handler_modules=[])
+
+
+async def test_hashed_and_plain_passwords_log_in(db: store.Store, make_settings: Any) -> None:
+    settings = make_settings(dashboard_users=hashed_users())
+    clock = FakeClock(datetime.now(UTC))
+    async with web.running(web.services(settings, db, clock=clock)) as client:
+        site = Site(client, clock, db)
+        for user, password in [ARGON2_USER, BCRYPT_USER, ("erin", "plain-password-12")]:
+            assert await site.login(user, password)
+            site.client.cookies.clear()
+        for user, password in [
+            ("carol", BCRYPT_USER[1]),
+            ("dave", ARGON2_USER[1]),
+            ("mallory", ARGON2_USER[1]),
+            ("carol", ""),
+            ("dave", "d" * 100),  # past bcrypt's 72 bytes: refused, not an error
+        ]:
+            refused = await site.client.post(
+                "/dashboard/login", data={"user": user, "password": password}
+            )
+            assert refused.status_code == 401, user
+    auth_ = dashboard_auth.Authenticator(
+        SecretStr(hashed_users()),
+        AdminStore(db.pool),
+        session_s=60,
+        clock=FakeClock(datetime.now(UTC)),
+    )
+    assert auth_.check_password(*ARGON2_USER) and not auth_.check_password("carol", "nope")
+
+
+JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters"
+APP_USER = "5b0c3c1e-8c1d-4a5e-9d61-3f1b2a7c9e10"
+
+
+def access_token(scopes: list[str], *, exp_s: float = 600, **claims: Any) -> str:
+    body = {
+        "sub": APP_USER,
+        "aud": "authenticated",
+        "exp": int(datetime.now(UTC).timestamp() + exp_s),
+        "app_metadata": {"job_scopes": scopes},
+        **claims,
+    }
+    return jwt.encode(body, JWT_SECRET, algorithm="HS256")
+
+
+async def test_an_app_admin_signs_in_with_an_access_token(
+    db: store.Store, make_settings: Any
+) -> None:
+    settings = make_settings(dashboard_users="alice:correct-horse-1", api_jwt_secret=JWT_SECRET)
+    clock = FakeClock(datetime.now(UTC))
+    async with web.running(web.services(settings, db, registry(), clock=clock)) as client:
+        site = Site(client, clock, db)
+        login = await client.get("/dashboard/login")
+        assert 'form id="login-token"' in login.text
+        for token, status in [
+            (access_token(["read", "enqueue"]), 403),
+            (access_token(["admin"], exp_s=-5), 401),
+            (access_token(["admin"], aud="elsewhere"), 401),
+            ("not-a-token", 401),
+        ]:
+            refused = await client.post("/dashboard/login/token", data={"access_token": token})
+            assert refused.status_code == status and "set-cookie" not in refused.headers
+        signed_in = await client.post(
+            "/dashboard/login/token",
+            data={"access_token": access_token(["admin"], exp_s=300), "next": "/dashboard/jobs"},
+        )
+        assert location(signed_in) == "/dashboard/jobs"
+        max_age = re.search(r"Max-Age=(\d+)", signed_in.headers["set-cookie"])
+        assert max_age is not None and 250 < int(max_age.group(1)) <= 300  # the token's life
+        page = (await client.get("/dashboard/jobs")).text
+        assert f"jwt:{APP_USER}" in page
+        token = _CSRF.search(page)
+        assert token is not None
+        made = await site.post(
+            "/dashboard/enqueue", token.group(1), task_type="report", **{"p.customer_id": "9"}
+        )
+        job = await factories.job(db, int(location(made).rsplit("/", 1)[1]))
+        assert (job["run_type"], str(job["requested_by"])) == ("manual", APP_USER)
+        clock.advance(301)  # the token has expired: so has the session
+        assert location(await client.get("/dashboard/jobs")).startswith("/dashboard/login")
+        entries = [(e["actor"], e["action"]) for e in await site.audit()]
+        assert entries == [
+            (f"jwt:{APP_USER}", "login_refused"),  # signed, but without the admin scope
+            ("jwt:(refused)", "login_failed"),
+            ("jwt:(refused)", "login_failed"),
+            ("jwt:(refused)", "login_failed"),
+            (f"jwt:{APP_USER}", "login"),
+            (f"jwt:{APP_USER}", "job_enqueue"),
+        ]
+
+
+async def test_without_the_jwt_option_there_is_no_token_sign_in(site: Site) -> None:
+    assert 'form id="login-token"' not in (await site.client.get("/dashboard/login")).text
+    response = await site.client.post("/dashboard/login/token", data={"access_token": "x.y.z"})
+    assert response.status_code == 404

@@ -64,7 +64,11 @@ class View:
     @property
     def actor(self) -> Actor:
         client = self.request.client
-        return Actor(name=self.session.user, remote_addr=client.host if client else None)
+        return Actor(
+            name=self.session.user,
+            remote_addr=client.host if client else None,
+            user_id=self.session.user_id,
+        )
 
     @property
     def path(self) -> str:
