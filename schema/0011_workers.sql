@@ -28,6 +28,16 @@ create table if not exists job_workers (
 );
 alter table job_workers enable row level security;
 
+-- The dashboard at a million jobs: failed and cancelled jobs by queue and task type (the
+-- overview's breakdown, bulk counts by queue) read from these indexes alone, instead of
+-- one heap page per job, scattered over the whole table (measured: 300 ms for 19,400
+-- failed jobs among 1,000,000). Like 0005's, they hold entries only for those rare
+-- states: an enqueue, a claim or a success never adds one.
+create index if not exists job_queue_failed_by_idx
+  on job_queue (queue, task_type) where status = 'failed';
+create index if not exists job_queue_cancelled_by_idx
+  on job_queue (queue, task_type) where status = 'cancelled';
+
 -- The worker's least-privilege role gets its own row's writes: the grant function of
 -- 0004_access.sql, re-stated with job_workers added (select, insert, update, delete: a
 -- worker announces itself, beats, leaves, and removes rows silent for a day).

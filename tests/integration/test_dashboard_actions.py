@@ -24,6 +24,7 @@ from worker import config, errors, presence, store
 from worker.admin.store import AdminStore
 from worker.registry import Handler, JobContext, JobResult, Registry
 from worker.web.dashboard import auth as dashboard_auth
+from worker.web.dashboard import pages
 
 # -- a registry with a payload model worth a form ----------------------------------------------
 
@@ -624,3 +625,30 @@ async def test_without_the_jwt_option_there_is_no_token_sign_in(site: Site) -> N
     assert 'form id="login-token"' not in (await site.client.get("/dashboard/login")).text
     response = await site.client.post("/dashboard/login/token", data={"access_token": "x.y.z"})
     assert response.status_code == 404
+
+
+async def test_a_filter_no_index_serves_looks_at_a_window_of_ids_and_links_older(
+    site: Site, db: store.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "JOBS_WINDOW_IDS", 100)
+    old = await many(db, 3, queue="rare", status="succeeded")
+    newer = await many(db, 250, queue="common", status="succeeded")
+    await site.login()
+    first = (await site.client.get("/dashboard/jobs?queue=rare")).text
+    assert 'data-job-id="' not in first and "Nothing matches among job ids" in first
+    link = re.search(r'<a href="([^"]+)" id="search-older">', first)
+    assert link is not None
+    assert link.group(1).replace("&amp;", "&") == (
+        f"/dashboard/jobs?queue=rare&before={max(newer) + 1 - 100}"
+    )
+    second = (await site.client.get(link.group(1).replace("&amp;", "&"))).text
+    assert 'data-job-id="' not in second
+    third_link = re.search(r'<a href="([^"]+)" id="search-older">', second)
+    assert third_link is not None
+    third = (await site.client.get(third_link.group(1).replace("&amp;", "&"))).text
+    shown = [int(i) for i in re.findall(r'data-job-id="(\d+)"', third)]
+    assert shown == sorted(old, reverse=True)
+    assert 'id="search-older"' not in third  # the window reached the oldest job
+    # A filter a partial index serves reads the whole table at once.
+    failed = (await site.client.get("/dashboard/jobs?status=failed&queue=rare")).text
+    assert 'id="search-older"' not in failed

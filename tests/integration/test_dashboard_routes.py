@@ -882,6 +882,12 @@ async def test_every_list_and_overview_query_reads_an_index(db: store.Store) -> 
         ("audit_entries", ("job:1", 50)),
         ("recent_audit", (10,)),
         ("job", (5,)),
+        ("jobs_window", (None, "nobody", None, None, None, 51, 40000)),
+        ("jobs_window", (None, None, "t3", "boom", 50000, 51, 40000)),
+        ("bulk_count", ("failed", "q1", None, None, None)),
+        ("bulk_count", ("cancelled", None, "t1", None, 50000)),
+        ("bulk_count", ("pending", "q1", None, None, None)),
+        ("job_id_range", ()),
     ]
     async with db.pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(Q["read_settings"], "10s")

@@ -523,3 +523,27 @@ SELECT id, host, pid, version, started_at, last_seen_at, heartbeat_s, queues, co
        last_seen_at < now() - make_interval(secs => heartbeat_s * $1) AS stale
   FROM job_workers
  ORDER BY stale, id;
+
+-- == the jobs list at a million rows ==
+
+-- name: job_id_range
+-- The lowest and highest job ids (both ends of the primary key).
+SELECT (SELECT min(id) FROM job_queue) AS lowest, (SELECT max(id) FROM job_queue) AS highest;
+
+-- name: jobs_window
+-- `jobs` within a window of ids: $7 the lowest id to look at. For filters no partial index
+-- serves (queue, task type or error text on all states), a scan of the primary key stops
+-- there instead of reading the whole table to find that nothing older matches; the page
+-- then links to the next window.
+SELECT id, queue, task_type, status, priority, attempts, max_attempts, run_type, run_at,
+       created_at, finished_at, left(last_error, 160) AS error_excerpt
+  FROM job_queue
+ WHERE ($1::text IS NULL OR status = $1)
+   AND ($2::text IS NULL OR queue = $2)
+   AND ($3::text IS NULL OR task_type = $3)
+   AND ($4::text IS NULL
+        OR (last_error IS NOT NULL AND strpos(lower(last_error), lower($4)) > 0))
+   AND ($5::bigint IS NULL OR id < $5)
+   AND id >= $7
+ ORDER BY id DESC
+ LIMIT $6;

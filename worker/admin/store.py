@@ -377,6 +377,27 @@ class Reads:
     async def job(self, job_id: int) -> Record | None:
         return await self.conn.fetchrow(Q["job"], job_id)
 
+    async def job_id_range(self) -> tuple[int | None, int | None]:
+        row = await self.conn.fetchrow(Q["job_id_range"])
+        assert row is not None
+        return row["lowest"], row["highest"]
+
+    async def jobs_window(
+        self,
+        *,
+        status: str | None,
+        queue: str | None,
+        task_type: str | None,
+        text: str | None,
+        before: int | None,
+        limit: int,
+        lowest_id: int,
+    ) -> list[Record]:
+        """`jobs`, looking only at ids from `lowest_id` up."""
+        return await self.conn.fetch(
+            Q["jobs_window"], status, queue, task_type, text, before, limit, lowest_id
+        )
+
     async def bulk_count(self, status: str, where: JobFilter, max_id: int | None) -> Record:
         """Jobs in state `status` matching `where` (ids up to `max_id`): jobs, max_id."""
         row = await self.conn.fetchrow(Q["bulk_count"], status, *where.args(), max_id)
