@@ -4,10 +4,12 @@ Creates a scratch database, migrates it, fills it with `--jobs` jobs in a realis
 states (mostly succeeded history, some pending at the head, a few failed and cancelled) and
 about as many job_runs rows spread over two weeks, then serves the dashboard in-process and
 times each page over HTTP: the median of `--repeat` requests after one warm-up. The scratch
-database is dropped at the end (unless --keep).
+database is dropped at the end (unless --keep; --reuse NAME times an earlier one again).
+With --bulk-jobs N it also times a bulk retry of N failed jobs of their own queue: the
+count (the confirmation page) and the batches (the confirmed action).
 
     python bench/dashboard_pages.py --dsn postgresql://postgres@127.0.0.1:5432/postgres \\
-        --jobs 1000000
+        --jobs 1000000 --bulk-jobs 100000
 """
 
 from __future__ import annotations
@@ -80,6 +82,20 @@ SELECT 'schedule_' || i, (i % 60) || ' * * * *',
        'task_' || (i % 12), 'q' || (i % 5)
   FROM generate_series(0, 19) AS i
 """
+FILL_WORKERS = """
+INSERT INTO job_workers (id, host, pid, version, heartbeat_s, queues, concurrency, in_flight,
+                         running, last_seen_at)
+SELECT 'bench-' || i, 'host-' || i, 1000 + i, '0.1.0', 5, ARRAY['q0', 'q1', 'q2', 'q3', 'q4'],
+       50, 30, '[{"task_type": "task_1", "jobs": 30, "job_ids": [1, 2, 3, 4, 5]}]',
+       CASE WHEN i > 8 THEN now() - interval '10 minutes' ELSE now() END
+  FROM generate_series(1, 10) AS i
+"""
+FILL_BULK = """
+INSERT INTO job_queue (queue, task_type, status, attempts, max_attempts, last_error,
+                       finished_at)
+SELECT 'bulk', 'task_1', 'failed', 3, 3, 'HTTP 503 from provider', now()
+  FROM generate_series(1, $1::int)
+"""
 FILL_AUDIT = """
 INSERT INTO job_admin_audit (actor, action, target, remote_addr)
 SELECT 'alice', 'job_retry', 'job:' || (i * 97), '10.0.0.1' FROM generate_series(1, 5000) AS i
@@ -98,6 +114,7 @@ async def fill(dsn: str, jobs: int) -> None:
             ("job_runs", FILL_RUNS, ()),
             ("schedules", FILL_SCHEDULES, ()),
             ("audit", FILL_AUDIT, ()),
+            ("workers", FILL_WORKERS, ()),
         ]:
             t0 = time.perf_counter()
             await conn.execute(sql, *args)
@@ -143,7 +160,18 @@ async def pages(db: store.Store) -> list[tuple[str, str]]:
         ("runs status=failed", "/dashboard/runs?status=failed"),
         ("runs run_type=manual", "/dashboard/runs?run_type=manual"),
         ("runs run_type=cron", "/dashboard/runs?run_type=cron"),
+        ("enqueue form", "/dashboard/enqueue"),
+        ("workers", "/dashboard/workers"),
+        ("playbook", "/dashboard/playbook"),
     ]
+
+
+BULK_PREVIEWS = [
+    ("bulk count: retry status=failed", {"action": "retry", "status": "failed"}),
+    ("bulk count: retry every state", {"action": "retry"}),
+    ("bulk count: cancel queue=q3", {"action": "cancel", "queue": "q3"}),
+    ("bulk count: delete q=timeout", {"action": "delete", "q": "timeout"}),
+]
 
 
 async def time_pages(dsn: str, repeat: int) -> list[tuple[str, str, int, float, int]]:
@@ -170,36 +198,105 @@ async def time_pages(dsn: str, repeat: int) -> list[tuple[str, str, int, float, 
                     response = await client.get(path)
                     times_ms.append((time.perf_counter() - t0) * 1000)
                     status = response.status_code
-                rows = len(re.findall(r"<tr data-(?:job-id|run-id|schedule)=", response.text))
+                rows = len(
+                    re.findall(r"<tr data-(?:job-id|run-id|schedule|worker)=", response.text)
+                )
                 results.append((label, path, status, statistics.median(times_ms[1:]), rows))
+            token = _csrf(response.text)
+            for label, fields in BULK_PREVIEWS:
+                status, times_ms = 0, []
+                for _ in range(repeat + 1):
+                    t0 = time.perf_counter()
+                    response = await client.post(
+                        "/dashboard/jobs/bulk", data={**fields, "csrf_token": token}
+                    )
+                    times_ms.append((time.perf_counter() - t0) * 1000)
+                    status = response.status_code
+                results.append((label, "POST", status, statistics.median(times_ms[1:]), 0))
     finally:
         await db.close()
     return results
 
 
-async def main(args: argparse.Namespace) -> None:
-    name = f"dashboard_bench_{os.getpid()}"
-    admin = await asyncpg.connect(args.dsn)
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match is not None
+    return match.group(1)
+
+
+async def time_bulk(dsn: str, jobs: int) -> list[str]:
+    """A bulk retry of `jobs` failed jobs of queue 'bulk': the count, then the batches."""
+    conn = await asyncpg.connect(dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(FILL_BULK, jobs)
+        await conn.execute("ANALYZE job_queue")
     finally:
-        await admin.close()
+        await conn.close()
+    settings = config.load(
+        database_url=dsn, dashboard_users=f"bench:{PASSWORD}", handler_modules=[]
+    )
+    db = await store.connect(dsn, max_size=4)
+    services = service.web_services(settings, db, Registry(), None)
+    lines = []
+    try:
+        async with (
+            web.serving(web.create_app(services), host="127.0.0.1", port=0) as port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as client,
+        ):
+            await client.post("/dashboard/login", data={"user": "bench", "password": PASSWORD})
+            token = _csrf((await client.get("/dashboard/")).text)
+            fields = {"action": "retry", "status": "failed", "queue": "bulk", "csrf_token": token}
+            t0 = time.perf_counter()
+            preview = await client.post("/dashboard/jobs/bulk", data=fields)
+            count_ms = (time.perf_counter() - t0) * 1000
+            confirm = dict(re.findall(r'name="(expected|max_id)" value="(\d+)"', preview.text))
+            t0 = time.perf_counter()
+            done = await client.post(
+                "/dashboard/jobs/bulk", data={**fields, **confirm, "confirm": "yes"}
+            )
+            apply_s = time.perf_counter() - t0
+            batches = await db.pool.fetch(
+                "SELECT (detail->>'jobs')::int AS jobs FROM job_admin_audit"
+                " WHERE action = 'jobs_bulk_retry' ORDER BY id"
+            )
+            lines.append(
+                f"bulk retry of {confirm.get('expected')} jobs: count {count_ms:.0f} ms; "
+                f"applied in {apply_s:.1f} s ({done.status_code}), {len(batches)} batches, "
+                f"{apply_s * 1000 / max(1, len(batches)):.0f} ms a batch on average"
+            )
+    finally:
+        await db.close()
+    return lines
+
+
+async def main(args: argparse.Namespace) -> None:
+    name = args.reuse or f"dashboard_bench_{os.getpid()}"
     dsn = with_database(args.dsn, name)
+    if not args.reuse:
+        admin = await asyncpg.connect(args.dsn)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
     try:
         db = await store.connect(dsn, max_size=2)
         try:
             await migrations.migrate(db)
         finally:
             await db.close()
-        await fill(dsn, args.jobs)
+        if not args.reuse:
+            await fill(dsn, args.jobs)
         results = await time_pages(dsn, args.repeat)
         print(f"\n{args.jobs} jobs; median of {args.repeat} requests per page\n")
         print(f"| {'page':<34} | status | rows | median ms |")
         print(f"| {'-' * 34} | ------ | ---- | --------: |")
         for label, _path, status, median_ms, rows in results:
             print(f"| {label:<34} | {status:>6} | {rows:>4} | {median_ms:>9.1f} |")
+        if args.bulk_jobs:
+            for line in await time_bulk(dsn, args.bulk_jobs):
+                print(f"\n{line}")
     finally:
-        if not args.keep:
+        if not args.keep and not args.reuse:
             admin = await asyncpg.connect(args.dsn)
             try:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -213,4 +310,6 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5, help="timed requests per page")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--reuse", metavar="NAME", help="time a database kept earlier")
+    parser.add_argument("--bulk-jobs", type=int, default=0, help="also time a bulk retry")
     asyncio.run(main(parser.parse_args()))

@@ -120,7 +120,8 @@ class Settings(BaseSettings):
     login limits count against."""
     dashboard_users: SecretStr | None = None
     """Dashboard logins, `name:password` pairs, comma-separated (names: 1-64 of A-Z a-z 0-9
-    _ . @ -; passwords: at least 12 characters, no comma). Unset: no dashboard. With
+    _ . @ -; passwords: at least 12 characters, no comma, or an argon2 or bcrypt hash such
+    as `$argon2id$v=19$m=65536,t=3,p=4$...`). Unset: no dashboard. With
     WORKER_HTTP_PORT also set, the dashboard is served under /dashboard/."""
     dashboard_secure_cookie: bool = False
     """Mark the session cookie Secure: set it when the dashboard is reached over HTTPS (a
@@ -259,6 +260,24 @@ _ALIASES = {
 
 _DASHBOARD_USER = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 MIN_DASHBOARD_PASSWORD_CHARS = 12
+PASSWORD_HASH_PREFIXES = ("$argon2", "$2a$", "$2b$", "$2y$")
+"""A dashboard password starting so is a hash (checked by worker/web/dashboard/auth.py)."""
+_PASSWORD_HASH = re.compile(
+    r"\$argon2(id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+"
+    r"|\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"
+)
+
+
+def _dashboard_entries(text: str) -> list[str]:
+    """The entries of WORKER_DASHBOARD_USERS: split on commas, except the two inside an
+    argon2 hash's parameters (`m=65536,t=3,p=4`)."""
+    entries: list[str] = []
+    for piece in text.split(","):
+        if entries and "$argon2" in entries[-1] and re.match(r"[tp]=\d", piece):
+            entries[-1] += "," + piece
+        else:
+            entries.append(piece)
+    return entries
 
 
 def dashboard_users(value: SecretStr | None) -> dict[str, str]:
@@ -267,13 +286,19 @@ def dashboard_users(value: SecretStr | None) -> dict[str, str]:
     if value is None:
         return {}
     users: dict[str, str] = {}
-    for position, entry in enumerate(value.get_secret_value().split(","), start=1):
+    for position, entry in enumerate(_dashboard_entries(value.get_secret_value()), start=1):
         name, sep, password = entry.strip().partition(":")
         if not sep:
             raise ValueError(f"entry {position} is not name:password")
         if not _DASHBOARD_USER.fullmatch(name):
             raise ValueError(f"entry {position}: a user name is 1-64 of A-Z a-z 0-9 _ . @ -")
-        if len(password) < MIN_DASHBOARD_PASSWORD_CHARS:
+        if password.startswith(PASSWORD_HASH_PREFIXES):
+            if not _PASSWORD_HASH.fullmatch(password):
+                raise ValueError(
+                    f"the password hash of {name!r} is not an argon2 or bcrypt hash "
+                    "($argon2id$v=19$m=...,t=...,p=...$salt$hash or $2b$12$...)"
+                )
+        elif len(password) < MIN_DASHBOARD_PASSWORD_CHARS:
             raise ValueError(
                 f"the password of {name!r} is shorter than {MIN_DASHBOARD_PASSWORD_CHARS} "
                 "characters"

@@ -34,6 +34,7 @@ from worker import (
     maintenance,
     migrations,
     observability,
+    presence,
     scheduler,
     store,
 )
@@ -310,6 +311,7 @@ def _start_loops(
     if settings.scheduler:
         cron = scheduler.Scheduler(db, settings)
         tg.start_soon(cron.run, observer.loop_alive)
+    tg.start_soon(presence.Presence(db, settings, observer).run)
 
 
 async def _forward_signals(worker: dispatcher.Dispatcher) -> None:

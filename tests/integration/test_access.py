@@ -19,7 +19,7 @@ import pytest
 
 from tests.support import roles
 from tests.support.proc import last_json, run_cli
-from worker import config, maintenance, migrations, scheduler, service, store
+from worker import config, maintenance, migrations, presence, scheduler, service, store
 from worker.clock import SystemClock
 
 API_ROLES = ("anon", "authenticated", "service_role")
@@ -34,6 +34,8 @@ TABLE_MATRIX: dict[str, dict[str, str]] = {
     "worker_migrations": {"anon": "", "authenticated": "", "service_role": "S", WORKER: "S"},
     # schema/0005_dashboard.sql: the dashboard's audit trail; the worker's role writes none.
     "job_admin_audit": {"anon": "", "authenticated": "", "service_role": "SIUD", WORKER: ""},
+    # schema/0011_workers.sql: a worker announces itself, beats and leaves.
+    "job_workers": {"anon": "", "authenticated": "", "service_role": "SIUD", WORKER: "SIUD"},
 }
 
 TABLE_STATEMENTS: dict[str, dict[str, str]] = {
@@ -75,6 +77,13 @@ TABLE_STATEMENTS: dict[str, dict[str, str]] = {
         "I": "INSERT INTO job_admin_audit (actor, action, target) VALUES ('m', 'm', 'm')",
         "U": "UPDATE job_admin_audit SET detail = detail",
         "D": "DELETE FROM job_admin_audit",
+    },
+    "job_workers": {
+        "S": "SELECT id FROM job_workers LIMIT 1",
+        "I": "INSERT INTO job_workers (id, host, pid, version, heartbeat_s, queues,"
+        " concurrency) VALUES ('matrix', 'h', 1, 'v', 5, '{default}', 1)",
+        "U": "UPDATE job_workers SET in_flight = in_flight",
+        "D": "DELETE FROM job_workers",
     },
 }
 
@@ -430,6 +439,13 @@ async def _maintenance_as(member_dsn: str, owner: store.Store, tmp_path: Path) -
         pruned = await maintenance.Pruner(member, settings, SystemClock()).run_once()
         assert pruned.jobs_deleted == 3  # the succeeded ones; failed jobs are kept
         assert pruned.runs_deleted >= 5
+        # The workers page's row: announced, beating, gone at a clean shutdown.
+        here = presence.Presence(member, settings)
+        await here.join()
+        await here.beat()
+        assert await owner.pool.fetchval("SELECT id FROM job_workers") == "jw"
+        await here.leave()
+        assert await owner.pool.fetchval("SELECT count(*) FROM job_workers") == 0
     finally:
         await member.close()
     cron_jobs = await owner.pool.fetchval("SELECT count(*) FROM job_queue WHERE run_type = 'cron'")

@@ -261,7 +261,12 @@ async def test_security_headers_are_on_every_dashboard_response(site: Site) -> N
     for response in responses:
         for name, value in SECURITY_HEADERS.items():
             assert response.headers[name] == value
-    assert "<script" not in responses[4].text and " style=" not in responses[4].text
+    # One script, our own file: no inline script or style for the CSP to allow.
+    scripts = re.findall(r"<script[^>]*>.*?</script>", responses[4].text, re.S)
+    assert scripts == ['<script src="/dashboard/static/dashboard.js" defer></script>']
+    assert " style=" not in responses[4].text and " on" + "click=" not in responses[4].text
+    script = await site.client.get("/dashboard/static/dashboard.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
 
 
 # -- CSRF and Origin ------------------------------------------------------------------------------
@@ -877,6 +882,12 @@ async def test_every_list_and_overview_query_reads_an_index(db: store.Store) -> 
         ("audit_entries", ("job:1", 50)),
         ("recent_audit", (10,)),
         ("job", (5,)),
+        ("jobs_window", (None, "nobody", None, None, None, 51, 40000)),
+        ("jobs_window", (None, None, "t3", "boom", 50000, 51, 40000)),
+        ("bulk_count", ("failed", "q1", None, None, None)),
+        ("bulk_count", ("cancelled", None, "t1", None, 50000)),
+        ("bulk_count", ("pending", "q1", None, None, None)),
+        ("job_id_range", ()),
     ]
     async with db.pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(Q["read_settings"], "10s")

@@ -71,6 +71,7 @@ RELATIONS: dict[str, tuple[RelationKind, Grants]] = {
     "job_dashboard_sessions": ("table", SERVICE_ONLY),
     "job_limits": ("table", SERVICE_ONLY),
     "job_rate_starts": ("table", SERVICE_ONLY),
+    "job_workers": ("table", SERVICE_ONLY),
     "worker_migrations": ("table", only(service_role=READ)),
     "job_queue_id_seq": ("sequence", SERVICE_SEQUENCE),
     "job_runs_id_seq": ("sequence", SERVICE_SEQUENCE),

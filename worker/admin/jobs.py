@@ -5,19 +5,33 @@ UnknownTask (a payload or task type the handlers refuse)."""
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
+import structlog
 
 from worker import errors, executor
-from worker.admin.store import Actor, AdminStore, Enqueued, JobRequest, Record
+from worker.admin.store import Actor, AdminStore, Enqueued, JobFilter, JobRequest, Record
 from worker.registry import Registry
+
+log = structlog.get_logger("worker.admin")
 
 RULES = {
     "retry": "only a failed or cancelled job can be retried",
     "cancel": "only a pending or running job can be cancelled",
     "run_now": "only a pending job can be run now",
+    "delete": "only a failed or cancelled job can be deleted",
 }
+BULK_STATES = {
+    "retry": ("failed", "cancelled"),
+    "cancel": ("pending", "running"),
+    "delete": ("failed", "cancelled"),
+}
+"""The states each bulk action applies to: the single actions' guards."""
+BULK_BATCH = 1000
+"""Jobs per transaction of a bulk action: each batch holds its row locks for a few ms."""
 
 
 def check_payload(registry: Registry, task_type: str, payload: Any, *, force: bool) -> None:
@@ -95,3 +109,106 @@ async def _refused(admin: AdminStore, job_id: int, action: str) -> Record:
         raise errors.NotFound(f"no job {job_id}")
     status = str(row["status"])
     raise errors.Conflict(f"job {job_id} is {status}: {RULES[action]}", state=status)
+
+
+async def delete(admin: AdminStore, actor: Actor, job_id: int) -> Record:
+    """A failed or cancelled job out of job_queue (its attempts stay in job_runs)."""
+    row = await admin.delete_job(actor, job_id)
+    return row if row is not None else await _refused(admin, job_id, "delete")
+
+
+# -- bulk actions by filter ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BulkPlan:
+    """What a bulk action would change now: per state, how many jobs match; `max_id` bounds
+    the action to the jobs counted (none enqueued later)."""
+
+    action: str
+    where: JobFilter
+    counts: dict[str, int]
+    max_id: int | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    bulk_id: str
+    """The audit rows' target is `bulk:<bulk_id>`, one row per batch."""
+    changed: int
+    batches: int
+    expected: int
+
+
+def bulk_states(action: str, status: str | None) -> tuple[str, ...]:
+    """The states `action` applies to among those the filter allows (none: nothing to do)."""
+    if action not in BULK_STATES:
+        raise errors.InvalidInput(f"unknown bulk action {action!r}")
+    states = BULK_STATES[action]
+    return states if status is None else tuple(s for s in states if s == status)
+
+
+async def bulk_plan(admin: AdminStore, action: str, where: JobFilter) -> BulkPlan:
+    """Count what `action` would change: each state through its own partial index."""
+    counts: dict[str, int] = {}
+    highest: list[int] = []
+    async with admin.reads() as reads:
+        for status in bulk_states(action, where.status):
+            row = await reads.bulk_count(status, where, None)
+            counts[status] = int(row["jobs"])
+            if row["max_id"] is not None:
+                highest.append(int(row["max_id"]))
+    return BulkPlan(action, where, counts, max(highest) if highest else None)
+
+
+async def bulk_apply(
+    admin: AdminStore,
+    actor: Actor,
+    action: str,
+    where: JobFilter,
+    *,
+    max_id: int,
+    expected: int,
+    batch_size: int = BULK_BATCH,
+) -> BulkResult:
+    """Apply `action` to the jobs a plan counted: ids up to `max_id`, still in a state the
+    action applies to, and never more than `expected` (the count the operator confirmed).
+    Batches of `batch_size`, newest first, each committed with its audit row; a job that
+    changed state meanwhile, or is locked right now, is left as it is."""
+    bulk_id = secrets.token_hex(6)
+    changed = batches = 0
+    for status in bulk_states(action, where.status):
+        before: int | None = None
+        while changed < expected:
+            batch = await admin.bulk_batch(
+                actor,
+                action,
+                bulk_id,
+                where,
+                status,
+                max_id=max_id,
+                before=before,
+                limit=min(batch_size, expected - changed),
+            )
+            if batch.jobs == 0:
+                break
+            changed += batch.jobs
+            batches += 1
+            before = batch.lowest_id
+            log.info(
+                "admin_bulk_batch",
+                bulk_id=bulk_id,
+                action=action,
+                status=status,
+                batch=batches,
+                jobs=batch.jobs,
+                changed=changed,
+                expected=expected,
+                actor=actor.name,
+            )
+    log.info("admin_bulk_done", bulk_id=bulk_id, action=action, changed=changed, batches=batches)
+    return BulkResult(bulk_id, changed, batches, expected)

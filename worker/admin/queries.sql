@@ -382,3 +382,168 @@ UPDATE job_dashboard_sessions
    SET revoked_at = now()
  WHERE id_sha256 = $1 AND revoked_at IS NULL;
 
+
+-- == bulk actions by filter (the dashboard's jobs list) ==
+-- One state at a time ($1: failed, cancelled, pending or running), so that each count and
+-- batch reads that state's partial index; $2 queue, $3 task type, $4 text in last_error (as
+-- in `jobs`), $5 the highest id the operator's count covered (jobs enqueued since are
+-- left alone). Each batch is its own short transaction with its audit row
+-- (AdminStore.bulk_batch): $6 keyset (ids below it), $7 batch size. Rows locked by someone
+-- else right now (a worker finishing them) are skipped, never waited for.
+
+-- name: bulk_count
+-- How many jobs in state $1 match the filter, and the highest id among them.
+SELECT count(*) AS jobs, max(id) AS max_id
+  FROM job_queue
+ WHERE status = $1
+   AND ($2::text IS NULL OR queue = $2)
+   AND ($3::text IS NULL OR task_type = $3)
+   AND ($4::text IS NULL
+        OR (last_error IS NOT NULL AND strpos(lower(last_error), lower($4)) > 0))
+   AND ($5::bigint IS NULL OR id <= $5);
+
+-- name: bulk_retry
+-- retry_job for up to $7 matching jobs (failed or cancelled): pending, due now, one more
+-- attempt; a job whose dedupe key a live job holds is left as it is.
+WITH picked AS (
+  SELECT j.id
+    FROM job_queue j
+   WHERE j.status = $1
+     AND j.status IN ('failed', 'cancelled')
+     AND ($2::text IS NULL OR j.queue = $2)
+     AND ($3::text IS NULL OR j.task_type = $3)
+     AND ($4::text IS NULL
+          OR (j.last_error IS NOT NULL AND strpos(lower(j.last_error), lower($4)) > 0))
+     AND j.id <= $5
+     AND ($6::bigint IS NULL OR j.id < $6)
+     AND NOT EXISTS (SELECT 1 FROM job_queue d
+                      WHERE d.dedupe_key = j.dedupe_key AND d.status IN ('pending', 'running'))
+   ORDER BY j.id DESC
+   LIMIT $7
+     FOR UPDATE OF j SKIP LOCKED
+), changed AS (
+  UPDATE job_queue j
+     SET status = 'pending',
+         run_at = now(),
+         max_attempts = greatest(coalesce(j.max_attempts, j.attempts), j.attempts + 1),
+         finished_at = NULL,
+         locked_by = NULL,
+         lease_expires_at = NULL,
+         updated_at = now()
+    FROM picked
+   WHERE j.id = picked.id
+  RETURNING j.id
+)
+SELECT count(*) AS jobs, min(id) AS lowest_id, max(id) AS highest_id FROM changed;
+
+-- name: bulk_cancel
+-- cancel_job for up to $7 matching jobs (pending or running); a running attempt is closed
+-- with a 'cancelled' job_runs row ($8: who).
+WITH picked AS (
+  SELECT j.id, j.status, j.attempts, j.locked_by, j.started_at
+    FROM job_queue j
+   WHERE j.status = $1
+     AND j.status IN ('pending', 'running')
+     AND ($2::text IS NULL OR j.queue = $2)
+     AND ($3::text IS NULL OR j.task_type = $3)
+     AND ($4::text IS NULL
+          OR (j.last_error IS NOT NULL AND strpos(lower(j.last_error), lower($4)) > 0))
+     AND j.id <= $5
+     AND ($6::bigint IS NULL OR j.id < $6)
+   ORDER BY j.id DESC
+   LIMIT $7
+     FOR UPDATE OF j SKIP LOCKED
+), cancelled AS (
+  UPDATE job_queue j
+     SET status = 'cancelled',
+         finished_at = now(),
+         locked_by = NULL,
+         lease_expires_at = NULL,
+         updated_at = now()
+    FROM picked
+   WHERE j.id = picked.id
+  RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name
+), closed AS (
+  INSERT INTO job_runs (job_id, job_key, queue, run_type, status, reason, attempt, error,
+                        user_id, worker_id, schedule_name, started_at, finished_at,
+                        duration_ms)
+  SELECT c.id, c.task_type, c.queue, c.run_type, 'cancelled', 'cancelled_by_admin',
+         p.attempts, 'cancelled by ' || $8, c.requested_by, p.locked_by,
+         c.schedule_name, coalesce(p.started_at, now()), now(),
+         least(greatest(0, extract(epoch FROM now() - coalesce(p.started_at, now())) * 1000),
+               2147483647)::int
+    FROM cancelled c
+    JOIN picked p ON p.id = c.id
+   WHERE p.status = 'running'
+  RETURNING job_id
+)
+SELECT count(*) AS jobs, min(id) AS lowest_id, max(id) AS highest_id,
+       (SELECT count(*) FROM closed) AS runs_closed
+  FROM cancelled;
+
+-- name: bulk_delete
+-- Delete up to $7 matching finished-for-good jobs (failed or cancelled) from job_queue;
+-- their attempts stay in job_runs.
+WITH picked AS (
+  SELECT j.id
+    FROM job_queue j
+   WHERE j.status = $1
+     AND j.status IN ('failed', 'cancelled')
+     AND ($2::text IS NULL OR j.queue = $2)
+     AND ($3::text IS NULL OR j.task_type = $3)
+     AND ($4::text IS NULL
+          OR (j.last_error IS NOT NULL AND strpos(lower(j.last_error), lower($4)) > 0))
+     AND j.id <= $5
+     AND ($6::bigint IS NULL OR j.id < $6)
+   ORDER BY j.id DESC
+   LIMIT $7
+     FOR UPDATE OF j SKIP LOCKED
+), deleted AS (
+  DELETE FROM job_queue j
+   USING picked
+   WHERE j.id = picked.id
+  RETURNING j.id
+)
+SELECT count(*) AS jobs, min(id) AS lowest_id, max(id) AS highest_id FROM deleted;
+
+-- name: delete_job
+-- One failed or cancelled job out of job_queue (its attempts stay in job_runs).
+DELETE FROM job_queue
+ WHERE id = $1 AND status IN ('failed', 'cancelled')
+RETURNING id, status AS previous_status, task_type, queue;
+
+-- == workers (schema/0011_workers.sql, written by worker/presence.py) ==
+
+-- name: workers
+-- Every worker row, live ones first; stale: silent for more than $1 of its own beats.
+SELECT id, host, pid, version, started_at, last_seen_at, heartbeat_s, queues, concurrency,
+       in_flight, running,
+       extract(epoch FROM now() - last_seen_at)::float8 AS silent_s,
+       extract(epoch FROM now() - started_at)::float8 AS up_s,
+       last_seen_at < now() - make_interval(secs => heartbeat_s * $1) AS stale
+  FROM job_workers
+ ORDER BY stale, id;
+
+-- == the jobs list at a million rows ==
+
+-- name: job_id_range
+-- The lowest and highest job ids (both ends of the primary key).
+SELECT (SELECT min(id) FROM job_queue) AS lowest, (SELECT max(id) FROM job_queue) AS highest;
+
+-- name: jobs_window
+-- `jobs` within a window of ids: $7 the lowest id to look at. For filters no partial index
+-- serves (queue, task type or error text on all states), a scan of the primary key stops
+-- there instead of reading the whole table to find that nothing older matches; the page
+-- then links to the next window.
+SELECT id, queue, task_type, status, priority, attempts, max_attempts, run_type, run_at,
+       created_at, finished_at, left(last_error, 160) AS error_excerpt
+  FROM job_queue
+ WHERE ($1::text IS NULL OR status = $1)
+   AND ($2::text IS NULL OR queue = $2)
+   AND ($3::text IS NULL OR task_type = $3)
+   AND ($4::text IS NULL
+        OR (last_error IS NOT NULL AND strpos(lower(last_error), lower($4)) > 0))
+   AND ($5::bigint IS NULL OR id < $5)
+   AND id >= $7
+ ORDER BY id DESC
+ LIMIT $6;

@@ -56,6 +56,33 @@ class JobRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class JobFilter:
+    """The jobs list's filter, which bulk actions apply to: None matches any."""
+
+    status: str | None = None
+    queue: str | None = None
+    task_type: str | None = None
+    text: str | None = None
+    """Text in last_error (case-insensitive, not a pattern)."""
+
+    def args(self) -> tuple[str | None, str | None, str | None]:
+        return (self.queue, self.task_type, self.text)
+
+    def as_dict(self) -> dict[str, str]:
+        fields = {"status": self.status, "queue": self.queue, "task_type": self.task_type}
+        return {k: v for k, v in {**fields, "q": self.text}.items() if v}
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One batch of a bulk action, committed with its audit row."""
+
+    jobs: int
+    lowest_id: int | None
+    """Where the next batch continues (ids below it); None when nothing matched."""
+
+
+@dataclass(frozen=True, slots=True)
 class Enqueued:
     job_id: int
     status: str
@@ -164,6 +191,42 @@ class AdminStore:
 
     async def run_job_now(self, actor: Actor, job_id: int) -> Record | None:
         return await self._change(actor, "job_run_now", job_target, "run_job_now", job_id)
+
+    async def delete_job(self, actor: Actor, job_id: int) -> Record | None:
+        """A failed or cancelled job out of job_queue; None: no such job in those states."""
+        return await self._change(actor, "job_delete", job_target, "delete_job", job_id)
+
+    async def bulk_batch(
+        self,
+        actor: Actor,
+        action: str,
+        bulk_id: str,
+        where: JobFilter,
+        status: str,
+        *,
+        max_id: int,
+        before: int | None,
+        limit: int,
+    ) -> Batch:
+        """One batch of bulk `action` (retry, cancel, delete) on up to `limit` jobs in state
+        `status` matching `where` with ids up to `max_id` (and below `before`): one short
+        transaction, audited as `jobs_bulk_<action>` under target `bulk:<bulk_id>`."""
+        args: list[Any] = [status, *where.args(), max_id, before, limit]
+        if action == "cancel":
+            args.append(actor.name)
+        with _permission_errors():
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(Q[f"bulk_{action}"], *args)
+                assert row is not None
+                if row["jobs"]:
+                    detail = {
+                        **dict(row),
+                        "status": status,
+                        "filter": where.as_dict(),
+                        "max_id": max_id,
+                    }
+                    await _audit(conn, actor, f"jobs_bulk_{action}", f"bulk:{bulk_id}", detail)
+        return Batch(int(row["jobs"]), row["lowest_id"])
 
     # -- queues --------------------------------------------------------------------------------
 
@@ -313,6 +376,36 @@ class Reads:
 
     async def job(self, job_id: int) -> Record | None:
         return await self.conn.fetchrow(Q["job"], job_id)
+
+    async def job_id_range(self) -> tuple[int | None, int | None]:
+        row = await self.conn.fetchrow(Q["job_id_range"])
+        assert row is not None
+        return row["lowest"], row["highest"]
+
+    async def jobs_window(
+        self,
+        *,
+        status: str | None,
+        queue: str | None,
+        task_type: str | None,
+        text: str | None,
+        before: int | None,
+        limit: int,
+        lowest_id: int,
+    ) -> list[Record]:
+        """`jobs`, looking only at ids from `lowest_id` up."""
+        return await self.conn.fetch(
+            Q["jobs_window"], status, queue, task_type, text, before, limit, lowest_id
+        )
+
+    async def bulk_count(self, status: str, where: JobFilter, max_id: int | None) -> Record:
+        """Jobs in state `status` matching `where` (ids up to `max_id`): jobs, max_id."""
+        row = await self.conn.fetchrow(Q["bulk_count"], status, *where.args(), max_id)
+        assert row is not None
+        return row
+
+    async def workers(self, stale_after_beats: int) -> list[Record]:
+        return await self.conn.fetch(Q["workers"], stale_after_beats)
 
     async def job_runs(self, job_id: int, limit: int) -> list[Record]:
         return await self.conn.fetch(Q["job_runs"], job_id, limit)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit
 
+import anyio.to_thread
 import asyncpg
+import jwt
 import structlog
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
@@ -25,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from worker import executor, store
 from worker.admin.store import Actor
 from worker.web import ratelimit
+from worker.web.api import security
 from worker.web.dashboard import actions, auth, pages, render
 from worker.web.dashboard.view import (
     BadInput,
@@ -47,8 +51,8 @@ LOGIN = "/dashboard/login"
 SECURITY_HEADERS = (
     (
         "Content-Security-Policy",
-        "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-        "frame-ancestors 'none'",
+        "default-src 'self'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "same-origin"),
@@ -93,8 +97,13 @@ class Dashboard:
         self.registry = services.registry
         self.clock = services.clock
         self.session_s = round(settings.dashboard_session_hours * 3600)
+        self.api_auth = services.auth
         self.auth = auth.Authenticator(
-            settings.dashboard_users, self.admin, session_s=self.session_s, clock=self.clock
+            settings.dashboard_users,
+            self.admin,
+            session_s=self.session_s,
+            clock=self.clock,
+            app_accounts=settings.api_jwt_secret is not None,
         )
         self.limiter = limiter or ratelimit.FailureLimiter(
             max_failures=settings.auth_failures_per_minute
@@ -165,7 +174,7 @@ class Dashboard:
             if await self.auth.verify(request.cookies.get(auth.SESSION_COOKIE)) is not None:
                 return see_other("/dashboard/")
             next_page = _safe_next(request.query_params.get("next", ""))
-            return _login_page(200, next_page, read_flash(request), clear_flash=True)
+            return self._login_page(200, next_page, read_flash(request), clear_flash=True)
         if not _same_origin(request.headers):
             return error_page(403, "Refused: this form was not sent from the dashboard.")
         form = await _form(request)
@@ -177,18 +186,84 @@ class Dashboard:
         if self.limiter.blocked(address, now_s):
             log.warning("dashboard_login_limited", remote_addr=address)
             message = "Too many failed logins from your address: try again in a minute."
-            return _login_page(429, next_page, Flash("error", message))
+            return self._login_page(429, next_page, Flash("error", message))
         actor = Actor(name=user[:64] or "(empty)", remote_addr=remote)
-        if not self.auth.check_password(user, password):
+        # In a thread: a hashed password takes tens of milliseconds to verify, on purpose.
+        if not await anyio.to_thread.run_sync(self.auth.check_password, user, password):
             self.limiter.failed(address, now_s)
             log.warning("dashboard_login_failed", user=actor.name, remote_addr=address)
             await self.admin.audit(actor, "login_failed", "dashboard")
-            return _login_page(401, next_page, Flash("error", "Wrong user name or password."))
+            message = "Wrong user name or password."
+            return self._login_page(401, next_page, Flash("error", message))
         value = await self.auth.issue(user, remote)
         await self.admin.audit(actor, "login", "dashboard")
         log.info("dashboard_login", user=user, remote_addr=address)
         response = see_other(next_page)
         set_cookie(response, auth.SESSION_COOKIE, value, self.settings, max_age_s=self.session_s)
+        return response
+
+    async def login_token(self, request: Request) -> Response:
+        try:
+            return await self._login_token(request)
+        except _DATABASE_ERRORS as exc:
+            log.warning("dashboard_database_error", path=LOGIN, error=executor.describe(exc))
+            return error_page(503, "The database did not answer in time; try again.")
+
+    async def _login_token(self, request: Request) -> Response:
+        """Sign in with the app's own account: an access token the app's Supabase client
+        holds (`session.access_token`), checked by the API's rules (HS256 with the
+        project's JWT secret, unexpired, the audience), with the `admin` scope or the
+        service role. No password of the app reaches the worker; the session ends when
+        the token expires, if that is sooner than the session length."""
+        if not self.auth.app_accounts:
+            return error_page(404, "There is no such page.")
+        if not _same_origin(request.headers):
+            return error_page(403, "Refused: this form was not sent from the dashboard.")
+        form = await _form(request)
+        token = (form.get("access_token") or [""])[0].strip()
+        next_page = _safe_next(first(form, "next"))
+        remote = request.client.host if request.client else None
+        try:
+            principal = self.api_auth.authenticate(f"Bearer {token}", remote)
+        except security.AuthFailure as exc:
+            actor = Actor(name="jwt:(refused)", remote_addr=remote)
+            await self.admin.audit(actor, "login_failed", "dashboard")
+            message = "That access token is not valid here (expired, or not this project's)."
+            if exc.status == 429:
+                message = "Too many failed logins from your address: try again in a minute."
+            return self._login_page(exc.status, next_page, Flash("error", message))
+        if not principal.allows("admin"):
+            await self.admin.audit(principal.actor, "login_refused", "dashboard")
+            message = (
+                "This account may not administer the worker: it needs the admin scope "
+                f"({self.settings.api_jwt_scopes_claim}) or the service role."
+            )
+            return self._login_page(403, next_page, Flash("error", message))
+        not_after = _token_expiry(token)
+        value = await self.auth.issue(
+            principal.name, remote, user_id=principal.user_id, not_after=not_after
+        )
+        await self.admin.audit(principal.actor, "login", "dashboard", {"with": "access_token"})
+        log.info("dashboard_login", user=principal.name, remote_addr=remote, method="jwt")
+        response = see_other(next_page)
+        max_age_s = self.session_s
+        if not_after is not None:
+            max_age_s = max(1, min(max_age_s, int((not_after - self.clock.now()).total_seconds())))
+        set_cookie(response, auth.SESSION_COOKIE, value, self.settings, max_age_s=max_age_s)
+        return response
+
+    def _login_page(
+        self, status: int, next_page: str, flash: Flash | None, *, clear_flash: bool = False
+    ) -> Response:
+        response = render.html(
+            "login.html",
+            status,
+            next=next_page,
+            flash=flash,
+            app_accounts=self.auth.app_accounts,
+        )
+        if clear_flash and flash is not None:
+            clear_cookie(response, "worker_flash")
         return response
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
@@ -221,9 +296,12 @@ def create(services: Services, *, limiter: ratelimit.FailureLimiter | None = Non
     routes = [
         Route("/", d.view(pages.overview), methods=get),
         Route("/login", d.login, methods=["GET", "POST"]),
+        Route("/login/token", d.login_token, methods=["POST"]),
         Route("/logout", d.view(d.logout), methods=post),
         Route("/jobs", d.view(pages.jobs), methods=get),
+        Route("/jobs/bulk", d.view(actions.bulk_jobs), methods=post),
         Route("/jobs/{id:jobid}", d.view(pages.job), methods=get),
+        Route("/jobs/{id:jobid}/delete", d.view(actions.delete_job), methods=post),
         Route("/jobs/{id:jobid}/retry", d.view(actions.retry_job), methods=post),
         Route("/jobs/{id:jobid}/cancel", d.view(actions.cancel_job), methods=post),
         Route("/jobs/{id:jobid}/run-now", d.view(actions.run_job_now), methods=post),
@@ -234,6 +312,12 @@ def create(services: Services, *, limiter: ratelimit.FailureLimiter | None = Non
         Route("/schedules/{name}/resume", d.view(actions.resume_schedule), methods=post),
         Route("/schedules/{name}/retime", d.view(actions.retime_schedule), methods=post),
         Route("/schedules/{name}/run", d.view(actions.run_schedule_now), methods=post),
+        Route("/schedules/{name}/edit", d.view(actions.edit_schedule), methods=post),
+        Route("/schedules/{name}/delete", d.view(actions.delete_schedule), methods=post),
+        Route("/enqueue", d.view(pages.enqueue), methods=get),
+        Route("/enqueue", d.view(actions.enqueue_job), methods=post),
+        Route("/workers", d.view(pages.workers), methods=get),
+        Route("/playbook", d.view(pages.playbook), methods=get),
         Route("/runs", d.view(pages.runs), methods=get),
         Route("/queues/pause", d.view(actions.pause_queue), methods=post),
         Route("/queues/{queue}/resume", d.view(actions.resume_queue), methods=post),
@@ -318,13 +402,13 @@ def _login_url(request: Request) -> str:
     return f"{LOGIN}?{urlencode({'next': _safe_next(target)})}"
 
 
-def _login_page(
-    status: int, next_page: str, flash: Flash | None, *, clear_flash: bool = False
-) -> Response:
-    response = render.html("login.html", status, next=next_page, flash=flash)
-    if clear_flash and flash is not None:
-        clear_cookie(response, "worker_flash")
-    return response
+def _token_expiry(token: str) -> datetime | None:
+    """The `exp` of an access token the API's authenticator has just verified."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return datetime.fromtimestamp(float(claims["exp"]), tz=UTC)
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError, OverflowError):
+        return None
 
 
 def error_page(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -64,7 +64,11 @@ class View:
     @property
     def actor(self) -> Actor:
         client = self.request.client
-        return Actor(name=self.session.user, remote_addr=client.host if client else None)
+        return Actor(
+            name=self.session.user,
+            remote_addr=client.host if client else None,
+            user_id=self.session.user_id,
+        )
 
     @property
     def path(self) -> str:
@@ -94,6 +98,8 @@ class View:
             path=self.path,
             csrf_token=self.app.auth.csrf_token(self.session),
             flash=flash or left,
+            # Only a page read with GET may refresh itself (dashboard.js fetches its URL).
+            refresh=self.request.method == "GET",
             **context,
         )
         if left is not None:
