@@ -1,13 +1,17 @@
-"""Claim up to the free slots, run each job, write outcomes in batches, shut down cleanly.
+"""Claim a little ahead of the free slots, run each job, write outcomes in batches, shut
+down cleanly.
 
 Three tasks cooperate:
-- the claimer takes up to `free slots` due jobs per statement and starts them; when a claim
-  comes back short it waits for a NOTIFY, a freed slot or the poll interval;
-- each job runs in its own asyncio task (shutdown cancels the task, which gives the
-  attempt back);
+- the claimer takes due jobs and starts them; when a claim comes back short it waits for a
+  NOTIFY, a write or the poll interval;
+- each job runs in its own asyncio task, once one of `concurrency` slots is free (shutdown
+  cancels the task, which gives the attempt back);
 - the flusher writes every finished outcome waiting at that moment in one statement, which
-  also claims the next jobs while the queue is busy (up to two such statements in flight),
-  then frees their slots. A slot is free only once its outcome is durable.
+  also claims the next jobs while the queue is busy (several such statements in flight).
+A slot is free when its handler returns: the next job starts while the outcome before it is
+being written. The jobs claimed ahead cover the claim's round trip (Little's law: slots x
+round trip / handler time, at least one, at most a claim batch), so slots do not sit idle
+while a claim travels; finished outcomes not yet written are bounded too.
 Around them: the heartbeat extends leases, and the listener wakes the claimer on NOTIFY.
 """
 
@@ -36,6 +40,9 @@ log = structlog.get_logger("worker.dispatcher")
 # Outcome writes in flight at once (see _flusher): one per two claim batches of slots (a
 # batch runs while the one before it commits), at least 2, at most 4.
 _MIN_WRITERS, _MAX_WRITERS = 2, 4
+
+# Smoothing of the handler-time and round-trip averages that size the jobs claimed ahead.
+_EWMA = 0.2
 
 # What a refused write raises: the data, not the connection, is the problem.
 _REFUSED = (asyncpg.DataError, asyncpg.PostgresError, ValueError, TypeError)
@@ -157,7 +164,14 @@ class Dispatcher:
         self.policy = executor.RetryPolicy(settings.retry_base_s, settings.retry_cap_s)
         self._task_types = registry.names()
         self._max_attempts = [registry.get(name).max_attempts for name in self._task_types]
-        self._busy = 0  # slots: claimed and not yet durably finished, or reserved for a claim
+        self._busy = 0  # jobs claimed (running or waiting for a slot) or reserved for a claim
+        self._unwritten = 0  # handlers returned, outcomes not yet durable
+        self._max_unwritten = 2 * (settings.concurrency + settings.claim_batch)
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._waiting: set[int] = set()  # claimed jobs waiting for a slot
+        # Averages that size the jobs claimed ahead (None until observed).
+        self._handler_s: float | None = None
+        self._round_trip_s: float | None = None
         self._more_due = False  # the last claim came back full: more jobs are probably due
         self._budget = math.inf if max_jobs is None else max_jobs  # jobs left to claim
         self._claim_until = (
@@ -239,6 +253,7 @@ class Dispatcher:
         )
         self._stopping.set()
         self._wake_claimer.set()
+        self._cancel_in_flight(set(self._waiting))  # claimed ahead, never started: give back
 
     async def _ensure_limit_rows(self) -> None:
         """Each limited task type's job_limits row, which its claims lock (without it the
@@ -287,17 +302,43 @@ class Dispatcher:
             wait_s = min(wait_s, max(until_s, 0.01))
         return wait_s
 
-    def _reserve(self, freed: int = 0) -> int:
-        """Take up to claim_batch free slots for a claim about to be sent (`freed`: slots a
-        write in the same statement is about to free). Reserving before the await keeps the
-        claimer and the flusher from claiming the same slots twice."""
-        if self._claims_over():
+    def _reserve(self) -> int:
+        """Take room for up to claim_batch jobs for a claim about to be sent: the free
+        slots plus the jobs claimed ahead, while not too many outcomes wait to be written.
+        Reserving before the await keeps the claimer and the flusher from claiming the same
+        room twice."""
+        if self._claims_over() or self._unwritten >= self._max_unwritten:
             return 0
-        free = self.settings.concurrency - self._busy + freed
+        free = self.settings.concurrency + self._ahead() - self._busy
         asked = int(max(0, min(free, self.settings.claim_batch, self._budget)))
         self._busy += asked
         self._budget -= asked
         return asked
+
+    def _ahead(self) -> int:
+        """Jobs to claim beyond the slots: enough to start one in every slot that frees up
+        while a claim is on its way (slots x round trip / handler time), at least one, at
+        most a claim batch. Few for slow handlers, so a replica holds back little that an
+        idle one could run; a batch for fast ones. A claim's slots before anything is known."""
+        concurrency, batch = self.settings.concurrency, self.settings.claim_batch
+        if self._handler_s is None or self._round_trip_s is None:
+            return min(concurrency, batch)
+        wanted = concurrency * self._round_trip_s / max(self._handler_s, 1e-6)
+        return int(min(batch, max(1.0, math.ceil(wanted))))
+
+    def _observe_round_trip(self, seconds: float) -> None:
+        last = self._round_trip_s
+        self._round_trip_s = seconds if last is None else last + _EWMA * (seconds - last)
+
+    def _observe_handlers(self, batch: list[executor.Outcome]) -> None:
+        seconds = sum(outcome.elapsed_s for outcome in batch) / len(batch)
+        last = self._handler_s
+        self._handler_s = seconds if last is None else last + _EWMA * (seconds - last)
+
+    def _settle(self) -> None:
+        """Nothing claimed, nothing unwritten: what shutdown and --once wait for."""
+        if self._busy == 0 and self._unwritten == 0:
+            self._flushed.set()
 
     def _claims_over(self) -> bool:
         """max_jobs claimed, or claim_for_s passed: claim no more."""
@@ -310,8 +351,7 @@ class Dispatcher:
         self._more_due = len(rows) == asked > 0
         for row in rows:
             self._start(executor.job_from_record(row))
-        if self._busy == 0:
-            self._flushed.set()
+        self._settle()
 
     def _claim_spec(self, limit: int) -> store.ClaimSpec:
         return dataclasses.replace(self._base_spec, limit=limit)
@@ -331,11 +371,14 @@ class Dispatcher:
             with anyio.move_on_after(1.0):
                 await self._stopping.wait()
             return []
-        self.observer.claimed(len(rows), self.clock.monotonic() - t0)
+        seconds = self.clock.monotonic() - t0
+        self.observer.claimed(len(rows), seconds)
+        self._observe_round_trip(seconds)
         return rows
 
     def _start(self, job: executor.Job) -> None:
         self._flushed.clear()
+        self._waiting.add(job.id)
         self._inflight[job.id] = (job, asyncio.create_task(self._run_job(job)))
 
     def _cancelled_before_start(self, job: executor.Job, task: asyncio.Task[None]) -> None:
@@ -347,27 +390,47 @@ class Dispatcher:
         entry = self._inflight.get(job.id)
         if not task.cancelled() or entry is None or entry[1] is not task:
             return
-        del self._inflight[job.id]
+        self._done(self._given_back(job))
+
+    def _given_back(self, job: executor.Job) -> executor.Outcome:
         verdict = executor.Verdict("cancelled", "shutdown", "worker shut down before the job ran")
-        self._finished.append(executor.Outcome(job, verdict, None, self.clock.now(), 0))
+        return executor.Outcome(job, verdict, None, self.clock.now(), 0)
+
+    def _done(self, outcome: executor.Outcome) -> None:
+        """The job's slot is free; its outcome waits for the flusher."""
+        del self._inflight[outcome.job.id]
+        self._waiting.discard(outcome.job.id)
+        self._busy -= 1
+        self._unwritten += 1
+        self._finished.append(outcome)
         self._wake_flusher.set()
 
     async def _run_job(self, job: executor.Job) -> None:
-        handler = self.registry.get(job.task_type)
-        outcome = await executor.execute(
-            job,
-            handler,
-            self._context(job),
-            clock=self.clock,
-            policy=self.policy,
-            timeout_s=self.settings.default_timeout_s
-            if handler.timeout_s is None
-            else handler.timeout_s,
-            deadlines=self._deadlines,
-        )
-        del self._inflight[job.id]
-        self._finished.append(outcome)
-        self._wake_flusher.set()
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:  # shutdown while it waited: it never ran
+            self._done(self._given_back(job))
+            raise
+        try:
+            self._waiting.discard(job.id)
+            if self._stopping.is_set():  # claimed ahead, its slot came after the stop
+                outcome = self._given_back(job)
+            else:
+                handler = self.registry.get(job.task_type)
+                outcome = await executor.execute(
+                    job,
+                    handler,
+                    self._context(job),
+                    clock=self.clock,
+                    policy=self.policy,
+                    timeout_s=self.settings.default_timeout_s
+                    if handler.timeout_s is None
+                    else handler.timeout_s,
+                    deadlines=self._deadlines,
+                )
+        finally:
+            self._slots.release()
+        self._done(outcome)
 
     def _context(self, job: executor.Job) -> JobContext:
         return JobContext(
@@ -402,7 +465,7 @@ class Dispatcher:
                 continue
             batch, self._finished = self._finished, []
             busy_queue = self._more_due and not self._stopping.is_set()
-            asked = self._reserve(freed=len(batch)) if busy_queue else 0
+            asked = self._reserve() if busy_queue else 0
             task = asyncio.create_task(self._write_and_start(batch, asked))
             self._writes.add(task)
             task.add_done_callback(self._write_done)
@@ -414,14 +477,17 @@ class Dispatcher:
     async def _write_and_start(self, batch: list[executor.Outcome], asked: int) -> None:
         t0 = self.clock.monotonic()
         written, rows = await self._write(batch, asked)
+        seconds = self.clock.monotonic() - t0
         if asked:
-            self.observer.claimed(len(rows), self.clock.monotonic() - t0)
+            self.observer.claimed(len(rows), seconds)
+        self._observe_round_trip(seconds)
+        self._observe_handlers(batch)
         log_success = log.is_enabled_for(logging.INFO)
         held = False
         for outcome in batch:
             self._record(outcome, outcome.job.id in written, log_success)
             held |= outcome.verdict.hold_s > 0
-        self._busy -= len(batch)
+        self._unwritten -= len(batch)
         self._started(rows, asked)
         self._wake_claimer.set()
         if held:

@@ -60,6 +60,8 @@ class Outcome:
     result: JobResult | None
     started_at: datetime
     duration_ms: int
+    elapsed_s: float = 0.0
+    """The handler's run time unrounded (duration_ms is what the database stores)."""
 
     @property
     def kind(self) -> Kind:
@@ -212,13 +214,14 @@ async def execute(
             cancelled = True
     except Exception as exc:  # a handler may raise anything; classify decides
         failure = exc
-    duration_ms = max(0, round((clock.monotonic() - t0) * 1000))
+    elapsed_s = clock.monotonic() - t0
+    duration_ms = max(0, round(elapsed_s * 1000))
     if cancelled:
         verdict = Verdict("cancelled", "shutdown", "worker shut down before the job finished")
     else:
         verdict = classify(failure, job, policy)
     kept = result if verdict.kind == "succeeded" else None
-    return Outcome(job, verdict, kept, started_at, duration_ms)
+    return Outcome(job, verdict, kept, started_at, duration_ms, elapsed_s)
 
 
 _JOB_STATUS: dict[Kind, str] = {

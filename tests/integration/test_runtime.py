@@ -242,7 +242,7 @@ async def wait_for_listener(db: store.Store) -> None:
     for _ in range(500):
         n = await db.pool.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'worker-listen'"
-            " AND query ILIKE 'LISTEN%'"
+            " AND datname = current_database() AND query ILIKE 'LISTEN%'"
         )
         if n:
             return
@@ -262,8 +262,9 @@ async def test_pooler_mode_polls_without_a_listen_connection(
         if (await factories.job(db, job_id))["status"] == "succeeded":
             break
         await asyncio.sleep(0.02)
-    listeners = await db.pool.fetchval(
+    listeners = await db.pool.fetchval(  # this test's database: other runs share the cluster
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'worker-listen'"
+        " AND datname = current_database()"
     )
     worker.request_stop()
     await asyncio.wait_for(task, timeout=10)
