@@ -12,9 +12,12 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
+import structlog
 
 from worker import errors
 from worker.queries import QUERIES
+
+log = structlog.get_logger("worker.store")
 
 Record = asyncpg.Record
 
@@ -231,14 +234,30 @@ async def connect(
     settings = {"application_name": "worker"}
     if not pooled:
         settings.update(jit="off", plan_cache_mode="force_generic_plan")
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        statement_cache_size=statement_cache_size,
-        init=init_connection,
-        server_settings=settings,
-    )
+
+    async def engine_pool(server_settings: dict[str, str]) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            statement_cache_size=statement_cache_size,
+            init=init_connection,
+            server_settings=server_settings,
+        )
+
+    try:
+        pool = await engine_pool(settings)
+    except asyncpg.ProtocolViolationError as exc:
+        if pooled or "startup parameter" not in str(exc):
+            raise
+        # PgBouncer refuses startup parameters it does not know: a pooler is in between
+        # although pooler mode is off. Connect with the server's settings, and say so.
+        log.warning(
+            "pooler_suspected",
+            error=str(exc),
+            hint="set WORKER_POOLER_MODE=true when connecting through a transaction pooler",
+        )
+        pool = await engine_pool({"application_name": "worker"})
     handlers = await asyncpg.create_pool(
         dsn,
         min_size=0,

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+import structlog.testing
 
 from tests.support import pg
 from tests.support.proc import worker_env
@@ -105,7 +106,7 @@ async def _assert_transaction_pooling(dsn: str) -> None:
 async def _prepare(dsn: str) -> datetime:
     """Migrate through the pooler and add the schedule, owing BACKLOG_MIN ticks; returns the
     last tick it does not owe."""
-    db = await store.connect(dsn, statement_cache_size=0)
+    db = await store.connect(dsn, statement_cache_size=0, pooled=True)
     try:
         await migrations.migrate(db)
         now = await db.database_now()
@@ -301,3 +302,20 @@ def _minute_ticks(since: datetime, until: datetime) -> list[datetime]:
         ticks.append(tick.astimezone(UTC))
         tick += timedelta(minutes=1)
     return ticks
+
+
+async def test_connecting_through_a_pooler_without_pooler_mode_works_and_says_so(
+    pooled: Pooled,
+) -> None:
+    """PgBouncer refuses the engine's session settings (jit, plan_cache_mode) as startup
+    parameters. Forgetting WORKER_POOLER_MODE must not stop the worker with a protocol
+    error: it connects with the server's settings and logs a hint."""
+    with structlog.testing.capture_logs() as logs:
+        db = await store.connect(pooled.pooled_dsn, statement_cache_size=0)
+    try:
+        assert await db.pool.fetchval("SELECT current_setting('plan_cache_mode')") == "auto"
+    finally:
+        await db.close()
+    [warning] = [line for line in logs if line["event"] == "pooler_suspected"]
+    assert "WORKER_POOLER_MODE=true" in warning["hint"]
+    assert "jit" in warning["error"]
