@@ -358,14 +358,24 @@ def _add_enqueue(commands: Any) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, received: Sequence[int] = ()) -> int:
+    """`received`: signals that came while the process was importing (worker/__main__.py)."""
+    # SIGTERM outside the daemon loop (starting up, connecting, one-off commands) must still
+    # exit normally, so atexit handlers run (they stop the embedded PostgreSQL when this
+    # process is its last user). The daemon asked to stop before it ran has done as asked:
+    # it exits 0, as after a graceful stop; a one-off command stopped part way, 128 + 15.
+    argv = sys.argv[1:] if argv is None else list(argv)
+    daemon = not any(arg == "--once" or not arg.startswith("-") for arg in argv)
+    signal.signal(signal.SIGTERM, _exit_quietly if daemon else _exit_on_sigterm)
+    if signal.SIGINT in received:
+        return 128 + signal.SIGINT
+    if signal.SIGTERM in received:
+        return 0 if daemon else 128 + signal.SIGTERM
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(argv)
     if args.max_jobs is not None and not args.once:
         parser.error("argument --max-jobs: only with --once")
-    # SIGTERM outside the daemon loop must still exit normally, so atexit handlers run
-    # (they stop the embedded PostgreSQL when this process is its last user).
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         settings = config.load()
         observability.configure_logging(
@@ -417,6 +427,10 @@ def _print_error(exc: Exception) -> None:
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _run(func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, **kwargs: Any) -> Any:

@@ -247,8 +247,11 @@ async def run(
                 # platform the truth all along, and requests in flight get to finish.
                 services = web_services(settings, db, registry, telemetry)
                 await stack.enter_async_context(_web(services, None, settings.http_port))
+            # Signals are taken over before the first claim, so a stop from here on is a
+            # graceful one (until then worker/__main__.py exits quietly).
+            signals = stack.enter_context(anyio.open_signal_receiver(*_STOP_SIGNALS))
             tg = await stack.enter_async_context(anyio.create_task_group())
-            tg.start_soon(_forward_signals, worker)
+            tg.start_soon(_forward_signals, signals, worker)
             if once:
                 await _once_first(db, settings, rescuer, report)
             else:
@@ -314,11 +317,13 @@ def _start_loops(
     tg.start_soon(presence.Presence(db, settings, observer).run)
 
 
-async def _forward_signals(worker: dispatcher.Dispatcher) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("signal_received", signal=signal.Signals(signum).name)
-            worker.request_stop()
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def _forward_signals(signals: AsyncIterator[int], worker: dispatcher.Dispatcher) -> None:
+    async for signum in signals:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        worker.request_stop()
 
 
 # -- the web application --------------------------------------------------------------------
@@ -377,7 +382,7 @@ async def serve(settings: Settings, *, host: str | None, port: int | None) -> No
         services = web_services(settings, db, registry, None)
         bind_port = port if port is not None else (settings.http_port or 8080)
         async with _web(services, host, bind_port):
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
                 async for signum in signals:
                     log.info("signal_received", signal=signal.Signals(signum).name)
                     break

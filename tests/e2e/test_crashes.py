@@ -147,3 +147,20 @@ async def test_database_restart_mid_run_every_job_succeeds(
         assert "claim_failed" in log or "finish_failed" in log or "listen_lost" in log
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize("after_s", [0.05, 0.3, 1.5])
+def test_sigterm_while_starting_stops_quietly(after_s: float) -> None:
+    """A replica stopped while it imports or waits for its database (an orchestrator
+    scaling down right after scaling up) exits 0, as a graceful stop does, not by the
+    signal; a one-off command stopped part way says so (128 + 15)."""
+    env = worker_env("postgresql://postgres@127.0.0.1:1/unreachable")
+    for argv, expected in ((["-m", "worker"], 0), (["-m", "worker", "migrate"], 143)):
+        process = subprocess.Popen(
+            [sys.executable, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(after_s)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+        assert process.returncode == expected, (argv, err.decode()[-500:])
+        assert b"Traceback" not in err

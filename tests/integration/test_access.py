@@ -27,7 +27,9 @@ WORKER = "worker"  # the matrix's name for a login role that is a member of job_
 
 # table -> role -> the commands it may run (S select, I insert, U update, D delete)
 TABLE_MATRIX: dict[str, dict[str, str]] = {
-    "job_queue": {"anon": "", "authenticated": "", "service_role": "SIUD", WORKER: "SIUD"},
+    # authenticated reads job_queue through RLS: rows only when the app's admin check says
+    # so (schema/0009_app_admins.sql; with no check named here, none).
+    "job_queue": {"anon": "", "authenticated": "S", "service_role": "SIUD", WORKER: "SIUD"},
     "job_runs": {"anon": "", "authenticated": "S", "service_role": "SIUD", WORKER: "SID"},
     "job_schedules": {"anon": "", "authenticated": "", "service_role": "SIUD", WORKER: "SIUD"},
     "job_queue_pauses": {"anon": "", "authenticated": "", "service_role": "SIUD", WORKER: "S"},
@@ -36,6 +38,8 @@ TABLE_MATRIX: dict[str, dict[str, str]] = {
     "job_admin_audit": {"anon": "", "authenticated": "", "service_role": "SIUD", WORKER: ""},
     # schema/0011_workers.sql: a worker announces itself, beats and leaves.
     "job_workers": {"anon": "", "authenticated": "", "service_role": "SIUD", WORKER: "SIUD"},
+    # schema/0009_app_admins.sql: the app's admin check, set through its function only.
+    "job_admin_check": {"anon": "", "authenticated": "", "service_role": "S", WORKER: ""},
 }
 
 TABLE_STATEMENTS: dict[str, dict[str, str]] = {
@@ -85,6 +89,13 @@ TABLE_STATEMENTS: dict[str, dict[str, str]] = {
         "U": "UPDATE job_workers SET in_flight = in_flight",
         "D": "DELETE FROM job_workers",
     },
+    "job_admin_check": {
+        "S": "SELECT only_row FROM job_admin_check LIMIT 1",
+        "I": "INSERT INTO job_admin_check (schema_name, function_name, owner_name, set_by)"
+        " VALUES ('public', 'f', 'postgres', 'm')",
+        "U": "UPDATE job_admin_check SET set_by = set_by",
+        "D": "DELETE FROM job_admin_check",
+    },
 }
 
 # Every function the core migrations define, called with valid arguments.
@@ -107,7 +118,30 @@ FUNCTION_CALLS = {
     "job_queue_notify": "SELECT job_queue_notify()",
     "job_schedules_guard": "SELECT job_schedules_guard()",
     "job_queue_grant_worker": "SELECT job_queue_grant_worker('anon')",
+    # schema/0009_app_admins.sql
+    "job_schedules_history": "SELECT * FROM job_schedules_history()",
+    "job_schedule_run_now": "SELECT * FROM job_schedule_run_now('seeded')",
+    "job_queue_list": "SELECT * FROM job_queue_list()",
+    "job_queue_retry": "SELECT * FROM job_queue_retry(1)",
+    "job_queue_cancel": "SELECT * FROM job_queue_cancel(1)",
+    "job_queue_run_now": "SELECT * FROM job_queue_run_now(1)",
+    "job_queue_enqueue_manual": "SELECT job_queue_enqueue_manual('matrix')",
+    "job_queue_is_admin": "SELECT job_queue_is_admin()",
+    "job_queue_set_admin_check": "SELECT job_queue_set_admin_check(NULL)",
+    "job_queue_shown": "SELECT job_queue_shown('x')",
+    "job_queue_caller_sub": "SELECT job_queue_caller_sub()",
+    "job_queue_caller_role": "SELECT job_queue_caller_role()",
+    "job_queue_caller_kind": "SELECT job_queue_caller_kind()",
+    "job_queue_actor": "SELECT job_queue_actor()",
+    "job_queue_audit": "SELECT job_queue_audit('matrix', 'matrix', NULL)",
+    "job_queue_admin_check_problem": "SELECT job_queue_admin_check_problem(0)",
+    "job_queue_admin_check_function": "SELECT job_queue_admin_check_function()",
+    "job_queue_admin_refusal": "SELECT job_queue_admin_refusal()",
+    "job_queue_require_admin": "SELECT job_queue_require_admin('matrix')",
+    "job_queue_requester": "SELECT job_queue_requester('matrix', NULL)",
 }
+# The admin RPCs: authenticated holds EXECUTE on them too, but is refused from inside (42501)
+# unless the app's admin check says it is an admin, and no check is named here.
 _ADMIN = {"service_role"}
 _EVERYONE = {*API_ROLES, WORKER}
 FUNCTION_MATRIX: dict[str, set[str]] = {
@@ -130,6 +164,50 @@ FUNCTION_MATRIX: dict[str, set[str]] = {
     "job_queue_notify": set(),
     "job_schedules_guard": set(),
     "job_queue_grant_worker": set(),
+    # schema/0009_app_admins.sql: the new admin RPCs; the admin question itself, which any
+    # signed-in user may ask (false here); naming the check; the definers' helpers.
+    "job_schedules_history": _ADMIN,
+    "job_schedule_run_now": _ADMIN,
+    "job_queue_list": _ADMIN,
+    "job_queue_retry": _ADMIN,
+    "job_queue_cancel": _ADMIN,
+    "job_queue_run_now": _ADMIN,
+    "job_queue_enqueue_manual": _ADMIN,
+    "job_queue_is_admin": {"authenticated", "service_role"},
+    "job_queue_set_admin_check": _ADMIN,
+    "job_queue_shown": set(),
+    "job_queue_caller_sub": set(),
+    "job_queue_caller_role": set(),
+    "job_queue_caller_kind": set(),
+    "job_queue_actor": set(),
+    "job_queue_audit": set(),
+    "job_queue_admin_check_problem": set(),
+    "job_queue_admin_check_function": set(),
+    "job_queue_admin_refusal": set(),
+    "job_queue_require_admin": set(),
+    "job_queue_requester": set(),
+}
+
+# SECURITY DEFINER functions authenticated may execute: the admin RPCs, each checking the
+# caller first (schema/0009_app_admins.sql), and the check itself. Never anon, never PUBLIC.
+END_USER_DEFINERS = {
+    "job_schedule_create",
+    "job_schedule_update",
+    "job_schedule_retime",
+    "job_schedule_toggle",
+    "job_schedule_delete",
+    "job_schedules_list",
+    "job_schedule_history",
+    "job_schedules_history",
+    "job_schedule_run_now",
+    "job_queue_pause",
+    "job_queue_resume",
+    "job_queue_list",
+    "job_queue_retry",
+    "job_queue_cancel",
+    "job_queue_run_now",
+    "job_queue_enqueue_manual",
+    "job_queue_is_admin",
 }
 
 PINNED = ["search_path=pg_catalog, pg_temp"]
@@ -288,7 +366,7 @@ async def test_rls_decides_which_rows_each_role_sees(admin_dsn: str, empty_dsn: 
             assert seen == {
                 ("anon", "job_queue"): None,
                 ("anon", "job_runs"): None,
-                ("authenticated", "job_queue"): None,
+                ("authenticated", "job_queue"): 0,  # no admin check named: no admin
                 ("authenticated", "job_runs"): 1,  # the audit trail, through its policy
                 ("service_role", "job_queue"): 1,  # BYPASSRLS, as on Supabase
                 ("service_role", "job_runs"): 1,
@@ -502,7 +580,7 @@ async def test_security_definer_functions_pin_search_path_and_are_not_public(
         )
         assert owner == await conn.fetchval("SELECT current_user")  # the role that migrated
         rows = await conn.fetch(
-            "SELECT p.oid::regprocedure::text AS signature, p.proconfig,"
+            "SELECT p.oid::regprocedure::text AS signature, p.proname, p.proconfig,"
             " pg_get_userbyid(p.proowner) AS owner,"
             " has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute,"
             " has_function_privilege('anon', p.oid, 'EXECUTE') AS anon_execute,"
@@ -510,8 +588,8 @@ async def test_security_definer_functions_pin_search_path_and_are_not_public(
             " FROM pg_proc p WHERE p.prosecdef AND p.pronamespace = 'public'::regnamespace"
             " ORDER BY 1"
         )
-        # The 10 admin functions of the core set and the 2 of the reference set.
-        assert len(rows) == 12, [r["signature"] for r in rows]
+        # The 19 admin functions of the core set and the 2 of the reference set.
+        assert len(rows) == 21, [r["signature"] for r in rows]
         problems = [
             (r["signature"], r["proconfig"], r["owner"], r["public_execute"])
             for r in rows
@@ -519,9 +597,10 @@ async def test_security_definer_functions_pin_search_path_and_are_not_public(
             or r["owner"] != owner
             or r["public_execute"]
             or r["anon_execute"]
-            or r["user_execute"]
+            or (r["user_execute"] and r["proname"] not in END_USER_DEFINERS)
         ]
         assert problems == []
+        assert {r["proname"] for r in rows if r["user_execute"]} == END_USER_DEFINERS
     finally:
         await conn.close()
 

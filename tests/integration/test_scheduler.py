@@ -402,7 +402,7 @@ async def test_sql_and_python_agree_on_timezones(db: store.Store) -> None:
     ]
 
 
-async def test_admin_functions_are_for_service_role_only(empty_dsn: str) -> None:
+async def test_admin_functions_are_for_service_role_and_the_apps_admins(empty_dsn: str) -> None:
     db = await store.connect(empty_dsn)
     try:
         for role in ("anon", "authenticated", "service_role"):
@@ -424,9 +424,13 @@ async def test_admin_functions_are_for_service_role_only(empty_dsn: str) -> None
         assert dict(can) == {
             "service_create": True,
             "anon_list": False,
-            "auth_toggle": False,
+            "auth_toggle": True,  # checked inside: the app's admins only (0009)
             "service_history": True,
         }
+        async with db.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL ROLE authenticated")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="no admin check"):
+                await conn.execute("SELECT job_schedule_toggle('nightly')")
     finally:
         await db.close()
 

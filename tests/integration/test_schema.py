@@ -119,7 +119,7 @@ async def test_supabase_grants_apply_only_where_roles_exist(empty_dsn: str) -> N
         assert dict(can) == {
             "service_insert": True,
             "auth_read_runs": True,
-            "auth_read_queue": False,
+            "auth_read_queue": True,  # its rows only to the app's admins (RLS, 0009)
             "anon_read_runs": False,
             "anon_enqueue": False,
             "service_enqueue": True,

@@ -63,7 +63,8 @@ SERVICE_SEQUENCE = only(service_role=SEQUENCE_USE)
 # Every relation the migrations create (public, unless qualified): kind and grants.
 RELATIONS: dict[str, tuple[RelationKind, Grants]] = {
     # core (schema/)
-    "job_queue": ("table", SERVICE_ONLY),
+    # authenticated: rows only for the app's admins (RLS policy, schema/0009_app_admins.sql)
+    "job_queue": ("table", only(authenticated=READ, service_role=TABLE_ALL)),
     "job_runs": ("table", only(authenticated=READ, service_role=TABLE_ALL)),  # RLS policy
     "job_schedules": ("table", SERVICE_ONLY),
     "job_queue_pauses": ("table", SERVICE_ONLY),
@@ -73,6 +74,7 @@ RELATIONS: dict[str, tuple[RelationKind, Grants]] = {
     "job_rate_starts": ("table", SERVICE_ONLY),
     "job_workers": ("table", SERVICE_ONLY),
     "worker_migrations": ("table", only(service_role=READ)),
+    "job_admin_check": ("table", only(service_role=READ)),  # written by its function only
     "job_queue_id_seq": ("sequence", SERVICE_SEQUENCE),
     "job_runs_id_seq": ("sequence", SERVICE_SEQUENCE),
     "job_admin_audit_id_seq": ("sequence", SERVICE_SEQUENCE),
@@ -111,22 +113,45 @@ RELATIONS: dict[str, tuple[RelationKind, Grants]] = {
 
 Security = Literal["definer", "invoker"]
 ADMIN_RPC = ("definer", only(service_role=EXECUTE))
+# Callable by signed-in users, refused from inside unless the app's admin check says yes.
+APP_ADMIN_RPC = ("definer", only(authenticated=EXECUTE, service_role=EXECUTE))
 OWNER_ONLY = only()
 EVERYONE = only(anon=EXECUTE, authenticated=EXECUTE, service_role=EXECUTE)
 
 # Every function the migrations create: SECURITY DEFINER or not, and who may execute it.
 FUNCTIONS: dict[str, tuple[Security, Grants]] = {
-    # core: the admin RPCs
+    # core: the admin RPCs (service_role; the app's admins too, checked inside)
     "job_queue_enqueue": ADMIN_RPC,
-    "job_schedule_create": ADMIN_RPC,
-    "job_schedule_update": ADMIN_RPC,
-    "job_schedule_retime": ADMIN_RPC,
-    "job_schedule_toggle": ADMIN_RPC,
-    "job_schedule_delete": ADMIN_RPC,
-    "job_schedules_list": ADMIN_RPC,
-    "job_schedule_history": ADMIN_RPC,
-    "job_queue_pause": ADMIN_RPC,
-    "job_queue_resume": ADMIN_RPC,
+    "job_schedule_create": APP_ADMIN_RPC,
+    "job_schedule_update": APP_ADMIN_RPC,
+    "job_schedule_retime": APP_ADMIN_RPC,
+    "job_schedule_toggle": APP_ADMIN_RPC,
+    "job_schedule_delete": APP_ADMIN_RPC,
+    "job_schedules_list": APP_ADMIN_RPC,
+    "job_schedule_history": APP_ADMIN_RPC,
+    "job_schedules_history": APP_ADMIN_RPC,
+    "job_schedule_run_now": APP_ADMIN_RPC,
+    "job_queue_pause": APP_ADMIN_RPC,
+    "job_queue_resume": APP_ADMIN_RPC,
+    "job_queue_list": APP_ADMIN_RPC,
+    "job_queue_retry": APP_ADMIN_RPC,
+    "job_queue_cancel": APP_ADMIN_RPC,
+    "job_queue_run_now": APP_ADMIN_RPC,
+    "job_queue_enqueue_manual": APP_ADMIN_RPC,
+    "job_queue_is_admin": APP_ADMIN_RPC,
+    "job_queue_set_admin_check": ADMIN_RPC,
+    # core: the helpers those definers call (as the owner)
+    "job_queue_shown": ("invoker", OWNER_ONLY),
+    "job_queue_caller_sub": ("invoker", OWNER_ONLY),
+    "job_queue_caller_role": ("invoker", OWNER_ONLY),
+    "job_queue_caller_kind": ("invoker", OWNER_ONLY),
+    "job_queue_actor": ("invoker", OWNER_ONLY),
+    "job_queue_audit": ("invoker", OWNER_ONLY),
+    "job_queue_admin_check_problem": ("invoker", OWNER_ONLY),
+    "job_queue_admin_check_function": ("invoker", OWNER_ONLY),
+    "job_queue_admin_refusal": ("invoker", OWNER_ONLY),
+    "job_queue_require_admin": ("invoker", OWNER_ONLY),
+    "job_queue_requester": ("invoker", OWNER_ONLY),
     # core: the validators the schedules trigger runs as whoever writes (through PUBLIC)
     "job_schedule_cron_value": ("invoker", EVERYONE),
     "job_schedule_cron_error": ("invoker", EVERYONE),
@@ -142,10 +167,22 @@ FUNCTIONS: dict[str, tuple[Security, Grants]] = {
     "refresh_issuer_stats_cache": ("invoker", only(service_role=EXECUTE)),
 }
 
-DEFINERS_FOR_END_USERS: frozenset[str] = frozenset()
-"""SECURITY DEFINER functions anon or authenticated may execute. Adding one here is a
-decision to let anyone holding the public anon key (or any signed-in user) run it with the
-owner's rights: say why beside it."""
+_CHECKED_INSIDE = (
+    "an admin RPC for the app's own admins: its first statement is job_queue_require_admin,"
+    " which refuses (42501) every signed-in user the app's admin check does not approve"
+)
+DEFINERS_FOR_END_USERS: dict[str, str] = {
+    **{
+        name: _CHECKED_INSIDE
+        for name, (_security, grants) in FUNCTIONS.items()
+        if (_security, grants) == APP_ADMIN_RPC and name != "job_queue_is_admin"
+    },
+    "job_queue_is_admin": "answers only whether the caller is an admin (the job_queue RLS"
+    " policy and an app's UI ask it); it reads the admin check, which authenticated may not",
+}
+"""SECURITY DEFINER functions anon or authenticated may execute, each with the reason.
+Adding one here is a decision to let anyone holding the public anon key (or any signed-in
+user) run it with the owner's rights."""
 
 
 @pytest.fixture
@@ -542,8 +579,10 @@ async def test_authenticated_reads_the_audit_trail_and_anon_does_not(
         rows = await api.fetch("authenticated", "SELECT job_key, status FROM job_runs ORDER BY id")
         assert [tuple(r) for r in rows] == [("seeded", "succeeded")]
         assert await api.refused("anon", "SELECT job_key FROM job_runs")
+        assert await api.refused("anon", "SELECT id FROM job_queue")
+        # Not an admin (the app named no admin check): the policy shows no job.
+        assert await api.fetch("authenticated", "SELECT id FROM job_queue") == []
         for role in ("anon", "authenticated"):
-            assert await api.refused(role, "SELECT id FROM job_queue"), role
             assert await api.refused(role, "SELECT * FROM challenge_stats"), role
             assert await api.refused(role, "SELECT id FROM queue"), role
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ TEMPLATE = "supabase_template"
 
 ApiRole = Literal["anon", "authenticated", "service_role"]
 API_ROLES: tuple[ApiRole, ...] = ("anon", "authenticated", "service_role")
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 # What PostgREST puts in search_path on Supabase: the exposed schema, then the extra ones.
 POSTGREST_SEARCH_PATH = "public, extensions"
@@ -206,6 +209,30 @@ class PostgREST:
         """One statement as one request."""
         async with self.request(role, jwt, commit=commit) as conn:
             return list(await conn.fetch(sql, *args))
+
+    async def rpc(
+        self,
+        role: ApiRole,
+        function: str,
+        /,
+        *,
+        jwt: Mapping[str, Any] | None = None,
+        commit: bool = False,
+        **args: Any,
+    ) -> list[asyncpg.Record]:
+        """`supabase.rpc(function, args)`: the function in public called with named
+        arguments, as PostgREST calls it (`SELECT * FROM public.f(a => $1, ...)`)."""
+        for name in (function, *args):
+            if not _IDENTIFIER.fullmatch(name):
+                raise ValueError(f"not a plain identifier: {name!r}")
+        named = ", ".join(f"{name} => ${i}" for i, name in enumerate(args, start=1))
+        return await self.fetch(
+            role,
+            f"SELECT * FROM public.{function}({named})",
+            *args.values(),
+            jwt=jwt,
+            commit=commit,
+        )
 
     async def execute(self, role: ApiRole, sql: str, *, commit: bool = False) -> str:
         """One statement as one request, through the simple query protocol (no result types

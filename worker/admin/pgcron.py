@@ -1269,6 +1269,7 @@ async def _move_in(conn: Connection, conversion: Conversion, actor: str) -> str 
         return "no longer in cron.job"
     if CronJob.from_row(row) != job:
         return "changed in pg_cron since the plan was made: plan again"
+    await conn.execute(Q["pgcron_audited_here"])
     created = await conn.fetchrow(
         Q["pgcron_create_schedule"],
         schedule.name,

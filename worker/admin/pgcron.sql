@@ -45,6 +45,11 @@ SELECT jobid, jobname, schedule, command, database, username, active
  WHERE jobid = $1
    FOR UPDATE;
 
+-- name: pgcron_audited_here
+-- This transaction writes its own audit row for the schedule it creates (pgcron_audit):
+-- the admin function writes none.
+SELECT set_config('job_queue.audited_by_caller', 'on', true);
+
 -- name: pgcron_create_schedule
 -- Through the admin function, so the same checks and trigger apply as for any schedule.
 SELECT s.name, s.cron, s.timezone, s.task_type, s.queue, s.priority, s.max_attempts,

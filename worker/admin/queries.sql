@@ -8,7 +8,8 @@
 -- and filtered by "$n IS NULL OR column = $n": with custom plans a filter's value is a
 -- constant the planner can match against the partial indexes of schema/0005_dashboard.sql.
 -- test_dashboard_routes.py checks each list's plan on a table of rows. Every change runs
--- in one transaction with its job_admin_audit row (AdminStore.change).
+-- in one transaction with its job_admin_audit row (AdminStore._change): the admin functions
+-- write it themselves, naming the actor set by act_as.
 
 -- == reads ==
 
@@ -229,89 +230,31 @@ INSERT INTO job_admin_audit (actor, action, target, detail, remote_addr)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING id;
 
+-- name: act_as
+-- Who acts, for the audit row the admin functions write in this transaction: $1 actor, $2
+-- remote address (schema/0009_app_admins.sql honours these for privileged callers only).
+SELECT set_config('job_queue.actor', $1, true),
+       set_config('job_queue.remote_addr', coalesce($2, ''), true);
+
 -- name: retry_job
--- A failed or cancelled job back to pending, due now, with one more attempt than it has
--- used (so attempt numbers in job_runs stay unique); last_error stays for the record. A
--- live job holding the same dedupe key wins: nothing changes.
-WITH old AS (
-  SELECT j.id, j.status
-    FROM job_queue j
-   WHERE j.id = $1
-     AND j.status IN ('failed', 'cancelled')
-     AND NOT EXISTS (SELECT 1 FROM job_queue d
-                      WHERE d.dedupe_key = j.dedupe_key AND d.status IN ('pending', 'running'))
-     FOR UPDATE OF j
-)
-UPDATE job_queue j
-   SET status = 'pending',
-       run_at = now(),
-       max_attempts = greatest(coalesce(j.max_attempts, j.attempts), j.attempts + 1),
-       finished_at = NULL,
-       locked_by = NULL,
-       lease_expires_at = NULL,
-       updated_at = now()
-  FROM old
- WHERE j.id = old.id
-RETURNING j.id, old.status AS previous_status, j.attempts, j.max_attempts;
+-- A failed or cancelled job back to pending, due now, with one more attempt (no row: not
+-- in a state to retry, or a live job holds its dedupe key). The guarded changes of jobs are
+-- SQL functions (schema/0009_app_admins.sql), shared with the apps' admin RPCs.
+SELECT * FROM job_queue_retry($1);
 
 -- name: cancel_job
--- Cancel a pending or running job. A running attempt is closed with a 'cancelled' job_runs
--- row ($2: who); its worker's own outcome is then discarded by finish_and_claim's guard
--- (status = 'running'), and its heartbeat stops the handler (extend_leases finds the row
--- no longer running).
-WITH old AS (
-  SELECT id, status, attempts, locked_by, started_at
-    FROM job_queue
-   WHERE id = $1 AND status IN ('pending', 'running')
-     FOR UPDATE
-), cancelled AS (
-  UPDATE job_queue j
-     SET status = 'cancelled',
-         finished_at = now(),
-         locked_by = NULL,
-         lease_expires_at = NULL,
-         updated_at = now()
-    FROM old
-   WHERE j.id = old.id
-  RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name
-), closed AS (
-  INSERT INTO job_runs (job_id, job_key, queue, run_type, status, reason, attempt, error,
-                        user_id, worker_id, schedule_name, started_at, finished_at,
-                        duration_ms)
-  SELECT c.id, c.task_type, c.queue, c.run_type, 'cancelled', 'cancelled_by_admin',
-         o.attempts, 'cancelled by ' || $2, c.requested_by, o.locked_by,
-         c.schedule_name, coalesce(o.started_at, now()), now(),
-         least(greatest(0, extract(epoch FROM now() - coalesce(o.started_at, now())) * 1000),
-               2147483647)::int
-    FROM cancelled c
-    JOIN old o ON o.id = c.id
-   WHERE o.status = 'running'
-  RETURNING job_id
-)
-SELECT c.id, o.status AS previous_status, (SELECT count(*) FROM closed) AS runs_closed
-  FROM cancelled c
-  JOIN old o ON o.id = c.id;
+-- Cancel a pending or running job; a running attempt is closed with a 'cancelled' job_runs
+-- row naming the actor.
+SELECT * FROM job_queue_cancel($1);
 
 -- name: run_job_now
 -- A pending job due now (it keeps its place among due jobs by priority).
-WITH old AS (
-  SELECT id, run_at FROM job_queue WHERE id = $1 AND status = 'pending' FOR UPDATE
-)
-UPDATE job_queue j
-   SET run_at = least(j.run_at, now()), updated_at = now()
-  FROM old
- WHERE j.id = old.id
-RETURNING j.id, old.run_at AS previous_run_at;
+SELECT * FROM job_queue_run_now($1);
 
 -- name: run_schedule_now
 -- One manual run of schedule $1, now (whatever its timing; paused or not), on behalf of
--- user $2 (null: not a signed-in user).
-INSERT INTO job_queue (task_type, payload, queue, priority, max_attempts, run_type,
-                       schedule_name, requested_by)
-SELECT s.task_type, s.payload, s.queue, s.priority, s.max_attempts, 'manual', s.name, $2
-  FROM job_schedules s
- WHERE s.name = $1
-RETURNING id, schedule_name;
+-- user $2 (null: not a signed-in user). No such schedule: P0002.
+SELECT * FROM job_schedule_run_now($1, $2);
 
 -- name: retime_schedule
 SELECT * FROM job_schedule_retime($1, $2, $3);
