@@ -100,6 +100,10 @@ WITH RECURSIVE outcome AS (
          updated_at = now()
     FROM outcome o
    WHERE j.id = o.id
+     -- By id: otherwise the planner may read the rows through the running index, which
+     -- still points at every job that ran since the last vacuum (10,000 entries for 40
+     -- outcomes, 7 ms instead of 1: test_writing_outcomes_reads_only_the_jobs_written).
+     AND j.id = ANY ($1::bigint[])
      AND j.status = 'running'
      AND j.attempts = o.attempt
   RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name
@@ -301,6 +305,7 @@ UPDATE job_queue j
    SET lease_expires_at = now() + make_interval(secs => $4)
   FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)
  WHERE j.id = r.id
+   AND j.id = ANY ($1::bigint[])  -- by id: see finish_and_claim's `written`
    AND j.status = 'running'
    AND j.attempts = r.attempt
    AND j.locked_by = $3
