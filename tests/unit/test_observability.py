@@ -267,4 +267,5 @@ def test_log_lines_are_scrubbed_like_sentry_events(capsys: pytest.CaptureFixture
     finally:
         structlog.reset_defaults()
     assert DB_PASSWORD not in line and "S3cr3t%2Fpw" not in line and SENTRY_KEY not in line
-    assert '"job_id": 1' in line and "[Filtered]" in line
+    record = json.loads(line)
+    assert record["job_id"] == 1 and record["detail"]["database_url"] == "[Filtered]"
