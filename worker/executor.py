@@ -39,6 +39,8 @@ class Job:
     schedule_name: str | None
     requested_by: UUID | None
     created_at: datetime
+    trace_context: dict[str, str] | None = None
+    """The enqueuer's W3C trace context, continued by the attempt (worker/tracing.py)."""
 
 
 @dataclass(slots=True)
@@ -266,4 +268,5 @@ def job_from_record(row: Any) -> Job:
         schedule_name=row["schedule_name"],
         requested_by=row["requested_by"],
         created_at=row["created_at"],
+        trace_context=row["trace_context"],
     )

@@ -270,7 +270,8 @@ WITH RECURSIVE outcome AS (
    WHERE j.id = due.id
      AND h.task_type = j.task_type
   RETURNING j.id, j.queue, j.task_type, j.payload, j.attempts, j.max_attempts, j.run_type,
-            j.schedule_name, j.requested_by, j.created_at, j.priority, j.run_at
+            j.schedule_name, j.requested_by, j.created_at, j.priority, j.run_at,
+            j.trace_context
 ), bumped AS (
   UPDATE job_limits l
      SET version = l.version + 1, updated_at = now()
@@ -288,7 +289,7 @@ WITH RECURSIVE outcome AS (
 SELECT * FROM (SELECT c.*, NULL::bigint[] AS written, NULL::timestamptz AS wake_at
                  FROM claimed c ORDER BY c.priority, c.run_at, c.id) claimed_in_order
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT array_agg(a.job_id) FROM audited a),
        (SELECT min(w.at) FROM (
           SELECT l.held_until AS at FROM limits l WHERE l.held_until > now()

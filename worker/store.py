@@ -211,6 +211,18 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+class EngineConnection(asyncpg.Connection):
+    """The engine pool's connections: released without a reset. asyncpg's default reset
+    (advisory unlock, CLOSE ALL, UNLISTEN *, RESET ALL) is one more round trip after every
+    statement, so each claim and outcome write took two; the engine's statements leave no
+    session state behind (transaction-local settings and advisory locks only, LISTEN on a
+    connection of its own). A connection released inside a transaction is still rolled
+    back. The handlers' pool keeps the reset: a handler may leave anything behind."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def connect(
     dsn: str,
     *,
@@ -243,6 +255,7 @@ async def connect(
             statement_cache_size=statement_cache_size,
             init=init_connection,
             server_settings=server_settings,
+            connection_class=EngineConnection,
         )
 
     try:

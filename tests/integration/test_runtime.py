@@ -270,3 +270,26 @@ async def test_pooler_mode_polls_without_a_listen_connection(
     await asyncio.wait_for(task, timeout=10)
     assert (await factories.job(db, job_id))["status"] == "succeeded"
     assert listeners == 0
+
+
+async def test_the_engine_pool_sends_nothing_after_a_statement(db_dsn: str) -> None:
+    """A statement of the engine is one round trip: releasing its connection sends no reset
+    (asyncpg's default added one per claim and per outcome write). The handlers' pool still
+    resets: a handler may leave session state behind."""
+    db = await store.connect(db_dsn, max_size=1)
+    try:
+        await db.pool.fetchval("SELECT 'engine statement'")
+        await db.handler_pool.fetchval("SELECT 'handler statement'")
+        rows = await db.handler_pool.fetch(
+            "SELECT application_name, query FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        last = {row["application_name"]: row["query"] for row in rows}
+        assert last["worker"] == "SELECT 'engine statement'"
+        # released inside a transaction, a connection is still rolled back
+        async with db.pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute("CREATE TEMP TABLE left_open (x int)")
+        assert await db.pool.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+    finally:
+        await db.close()
