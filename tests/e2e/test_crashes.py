@@ -149,16 +149,31 @@ async def test_database_restart_mid_run_every_job_succeeds(
         await db.close()
 
 
-@pytest.mark.parametrize("after_s", [0.05, 0.3, 1.5])
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler installed (/proc's SigCgt mask)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+@pytest.mark.parametrize("after_s", [0.0, 0.3, 1.5])
 def test_sigterm_while_starting_stops_quietly(after_s: float) -> None:
     """A replica stopped while it imports or waits for its database (an orchestrator
     scaling down right after scaling up) exits 0, as a graceful stop does, not by the
-    signal; a one-off command stopped part way says so (128 + 15)."""
+    signal; a one-off command stopped part way says so (128 + 15). The clock starts when
+    the worker's code first runs (its SIGTERM handler is in place): before that the
+    interpreter itself is starting, and the signal's default action applies."""
     env = worker_env("postgresql://postgres@127.0.0.1:1/unreachable")
     for argv, expected in ((["-m", "worker"], 0), (["-m", "worker", "migrate"], 143)):
         process = subprocess.Popen(
             [sys.executable, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        deadline = time.monotonic() + 20
+        while not _catches_sigterm(process.pid):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.002)
         time.sleep(after_s)
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=20)
