@@ -57,6 +57,7 @@ class InstantStore:
                 "schedule_name": None,
                 "requested_by": None,
                 "created_at": CREATED_AT,
+                "trace_context": None,
             }
             for job_id in range(self.next_id, last)
         ]

@@ -18,6 +18,23 @@ def _keep(signum: int, frame: FrameType | None) -> None:
 signal.signal(signal.SIGTERM, _keep)
 signal.signal(signal.SIGINT, _keep)
 
-from worker import cli  # noqa: E402  (after the handlers: importing takes a while)
+from worker import cli, executor  # noqa: E402  (after the handlers: importing takes a while)
 
-sys.exit(cli.main(received=_received))
+code = cli.main(received=_received)
+if executor.THREADS.running:
+    # Sync handlers' threads still running (timed out, or abandoned at shutdown; their jobs
+    # were given back or failed): Python would wait for them at exit, possibly forever.
+    # Run the exit handlers (they stop an embedded PostgreSQL), then leave without them.
+    import atexit
+    import os
+
+    import structlog
+
+    structlog.get_logger("worker").warning(
+        "sync_threads_abandoned", threads=executor.THREADS.running
+    )
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+sys.exit(code)

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     worker stops scheduling (and logs scheduler_clock_skew) until the clocks agree."""
     default_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
     """Handler timeout when the handler does not declare one."""
+    sync_threads: int = Field(default=40, ge=1, le=1000)
+    """Threads for sync handlers (plain `def`): at most this many run at once in this
+    process (each also takes one of the `concurrency` slots)."""
+    tracing: Literal["auto", "on", "off"] = "auto"
+    """OpenTelemetry spans, one per attempt, continuing the enqueuer's trace: `auto` traces
+    when the `otel` extra is installed and a tracer provider is set by the time the worker
+    starts (the handler modules may set one); `on` requires the extra; `off` never."""
     apps: Annotated[list[str], NoDecode] = []
     """Bundled apps this worker serves, comma-separated (health, challenges, trading, tts,
     game_platform, ops) or `all`: their handlers are loaded and their schedules synced.

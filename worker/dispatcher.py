@@ -30,7 +30,7 @@ import anyio
 import asyncpg
 import structlog
 
-from worker import executor, store
+from worker import executor, store, tracing
 from worker.clock import Clock, SystemClock
 from worker.config import Settings
 from worker.registry import JobContext, Registry
@@ -198,6 +198,8 @@ class Dispatcher:
         self._finished: list[executor.Outcome] = []
         self._writes: set[asyncio.Task[None]] = set()
         self._deadlines = executor.Deadlines()
+        executor.THREADS.resize(settings.sync_threads)
+        self._spans = tracing.Attempts() if tracing.enabled(settings.tracing) else None
         self._max_writes = max(
             _MIN_WRITERS,
             min(_MAX_WRITERS, settings.concurrency // (2 * settings.claim_batch)),
@@ -427,6 +429,7 @@ class Dispatcher:
                     if handler.timeout_s is None
                     else handler.timeout_s,
                     deadlines=self._deadlines,
+                    spans=self._spans,
                 )
         finally:
             self._slots.release()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
+import anyio.to_thread
 import pydantic
 
-from worker import backoff, errors, redact, store
+from worker import backoff, errors, redact, store, tracing
 from worker.clock import Clock
 from worker.registry import Handler, JobContext, JobResult
 
@@ -174,6 +177,49 @@ class Deadlines:
             task.cancel()
 
 
+class Threads:
+    """The bounded pool sync handlers run in (WORKER_SYNC_THREADS), and a count of the
+    threads still running, abandoned ones included (a timed-out or shut-down attempt's
+    thread runs on: Python cannot stop it). The process exits without waiting for those
+    (worker/__main__.py)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def resize(self, size: int) -> None:
+        self.size = size
+        if self._limiter is not None:
+            self._limiter.total_tokens = size
+
+    async def run(self, handler: Handler, context: JobContext, payload: Any) -> Any:
+        if self._limiter is None:  # made in the event loop it serves
+            self._limiter = anyio.CapacityLimiter(self.size)
+        call = functools.partial(self._counted, handler.func, context, payload)
+        # abandon_on_cancel: a timeout or shutdown ends the attempt now; the thread's
+        # eventual return value is discarded.
+        return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._limiter)
+
+    def _counted(self, func: Any, context: JobContext, payload: Any) -> Any:
+        with self._lock:
+            self._running += 1
+        try:
+            return func(context, payload)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
+THREADS = Threads(40)
+"""The process's sync-handler pool; the service sizes it from WORKER_SYNC_THREADS."""
+
+
 async def execute(
     job: Job,
     handler: Handler,
@@ -183,15 +229,18 @@ async def execute(
     policy: RetryPolicy,
     timeout_s: float,
     deadlines: Deadlines,
+    spans: tracing.Attempts | None = None,
 ) -> Outcome:
     """Run the handler under its timeout, in the task that awaits this. Cancelling that task
     (shutdown) gives the attempt back instead of spending it: the outcome is `cancelled`.
+    A sync handler runs in THREADS; `spans` (tracing on) wraps the attempt in a span.
 
     asyncio primitives, not anyio's, on this per-job path: anyio's task and scope helpers
     detect the event loop on every call, which cost ~40 % of a drain's CPU (py-spy).
     """
     task = asyncio.current_task()
     assert task is not None, "execute runs in the job's own task"
+    span = spans.start(job) if spans is not None else None
     started_at, t0 = clock.now(), clock.monotonic()
     result: JobResult | None = None
     failure: BaseException | None = None
@@ -200,7 +249,10 @@ async def execute(
         payload = parse_payload(handler, job.payload)
         tick = deadlines.arm(task, timeout_s)
         try:
-            result = await handler.func(context, payload)
+            if handler.sync:
+                result = await THREADS.run(handler, context, payload)
+            else:
+                result = await handler.func(context, payload)  # type: ignore[misc]
         finally:
             timed_out = deadlines.disarm(task, tick)
         if not isinstance(result, JobResult):
@@ -223,6 +275,8 @@ async def execute(
     else:
         verdict = classify(failure, job, policy)
     kept = result if verdict.kind == "succeeded" else None
+    if span is not None and spans is not None:
+        spans.end(span, verdict.kind, verdict.reason, verdict.error)
     return Outcome(job, verdict, kept, started_at, duration_ms, elapsed_s)
 
 

@@ -13,11 +13,12 @@ Registering a name twice fails at import.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 import pydantic
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 _TASK_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 P = TypeVar("P", bound=pydantic.BaseModel)
+R = TypeVar("R", bound="Awaitable[JobResult] | JobResult")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class JobContext:
 
 
 HandlerFunc = Callable[[JobContext, Any], Awaitable[JobResult]]
+SyncHandlerFunc = Callable[[JobContext, Any], JobResult]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,14 +148,21 @@ def limits(
 
 @dataclass(frozen=True, slots=True)
 class Handler:
-    """A registered handler: the function, its payload model and its limits."""
+    """A registered handler: the function, its payload model and its limits.
+
+    `sync`: a plain `def`, run in the worker's thread pool (WORKER_SYNC_THREADS) instead of
+    on the event loop; decided once here, not per job."""
 
     name: str
-    func: HandlerFunc
+    func: HandlerFunc | SyncHandlerFunc
     payload: type[pydantic.BaseModel]
     max_attempts: int = 5
     timeout_s: float | None = None
     limits: Limits = NO_LIMITS
+    sync: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sync", not inspect.iscoroutinefunction(self.func))
 
 
 class Registry:
@@ -209,10 +219,15 @@ def handler(
     rate: str | None = None,
     registry: Registry | None = None,
 ) -> Callable[
-    [Callable[[JobContext, P], Awaitable[JobResult]]],
-    Callable[[JobContext, P], Awaitable[JobResult]],
+    [Callable[[JobContext, P], R]],
+    Callable[[JobContext, P], R],
 ]:
-    """Register an async handler under the task type `name`.
+    """Register a handler under the task type `name`: an `async def`, or a plain `def`
+    (for sync clients such as supabase-py), which runs in a thread of the worker's bounded
+    pool (WORKER_SYNC_THREADS) and takes a slot like any job. A thread cannot be killed: on
+    timeout the attempt ends as `timeout` and whatever the thread returns later is
+    discarded, so a sync handler should bound its own I/O (a client timeout shorter than
+    `timeout_s`).
 
     `payload` validates the job's JSON payload before the handler runs (an invalid payload
     fails the job at once); `max_attempts` applies to jobs that do not set their own;
@@ -230,11 +245,18 @@ def handler(
         rate=rate,
     )
 
-    def register(
-        func: Callable[[JobContext, P], Awaitable[JobResult]],
-    ) -> Callable[[JobContext, P], Awaitable[JobResult]]:
+    def register(func: Callable[[JobContext, P], R]) -> Callable[[JobContext, P], R]:
         target = REGISTRY if registry is None else registry
-        target.add(Handler(name, func, payload, max_attempts, timeout_s, checked))
+        target.add(
+            Handler(
+                name,
+                cast("HandlerFunc | SyncHandlerFunc", func),
+                payload,
+                max_attempts,
+                timeout_s,
+                checked,
+            )
+        )
         return func
 
     return register

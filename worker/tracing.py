@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 try:  # the optional extra
+    from opentelemetry import context as _context
     from opentelemetry import propagate as _propagate
     from opentelemetry import trace as _trace
 
@@ -41,3 +42,57 @@ def from_headers(headers: Any) -> dict[str, str] | None:
     if tracestate and len(tracestate) <= 512:
         found["tracestate"] = tracestate
     return found
+
+
+class Attempts:
+    """One span per attempt, in the trace of the code that enqueued the job (its stored
+    carrier) or a new trace. Made only when tracing is on (`enabled`): without it the
+    executor calls nothing here."""
+
+    def __init__(self) -> None:
+        self._tracer = _trace.get_tracer("pg-job-worker")
+
+    def start(self, job: Any) -> tuple[Any, object]:
+        """Start the attempt's span and make it current in the job's task (handlers' own
+        spans nest under it; a sync handler's thread inherits it). Returns what `end`
+        takes."""
+        parent = _propagate.extract(job.trace_context) if job.trace_context else None
+        span = self._tracer.start_span(
+            f"job {job.task_type}",
+            context=parent,
+            kind=_trace.SpanKind.CONSUMER,
+            attributes={
+                "job.task_type": job.task_type,
+                "job.id": job.id,
+                "job.attempt": job.attempt,
+                "job.queue": job.queue,
+            },
+        )
+        token = _context.attach(_trace.set_span_in_context(span))
+        return span, token
+
+    def end(
+        self, started: tuple[Any, object], outcome: str, reason: str, error: str | None
+    ) -> None:
+        span, token = started
+        span.set_attribute("job.outcome", outcome)
+        span.set_attribute("job.reason", reason)
+        if outcome in ("failed", "retry"):
+            span.set_status(_trace.Status(_trace.StatusCode.ERROR, error or reason))
+        _context.detach(token)  # type: ignore[arg-type]
+        span.end()
+
+
+def enabled(setting: str) -> bool:
+    """WORKER_TRACING: `on` (the extra must be installed), `off`, or `auto`: on when the
+    extra is installed and the process has set a tracer provider by the time the worker
+    starts (after importing the handler modules, which may set one up)."""
+    if setting == "off":
+        return False
+    if setting == "on":
+        if not AVAILABLE:
+            raise RuntimeError(
+                "WORKER_TRACING=on needs OpenTelemetry: pip install 'pg-job-worker[otel]'"
+            )
+        return True
+    return AVAILABLE and not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)

@@ -32,6 +32,7 @@ _COLUMNS = {
     "started_at",
     "concurrency_key",
     "limit_key",
+    "trace_context",
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 import anyio
 import pydantic
@@ -49,6 +51,20 @@ async def suicide(ctx: JobContext, payload: Empty) -> JobResult:
     raise AssertionError("unreachable")
 
 
+def sync_ok(ctx: JobContext, payload: Empty) -> JobResult:
+    """A plain `def`: runs in the worker's thread pool."""
+    return JobResult(notes=[f"thread {threading.current_thread().name}"], data={"ok": True})
+
+
+def sync_boom(ctx: JobContext, payload: Empty) -> JobResult:
+    raise RuntimeError(f"sync boom on attempt {ctx.attempt}")
+
+
+def sync_sleep(ctx: JobContext, payload: Sleep) -> JobResult:
+    time.sleep(payload.seconds)  # blocking, as a sync client's call is
+    return JobResult(notes=[f"slept {payload.seconds}s in a thread"])
+
+
 def registry(timeout_s: float = 5.0, max_attempts: int = 3) -> Registry:
     reg = Registry()
     reg.add(Handler("ok", ok, Empty, max_attempts=max_attempts))
@@ -56,6 +72,11 @@ def registry(timeout_s: float = 5.0, max_attempts: int = 3) -> Registry:
     reg.add(Handler("fail_once", fail_once, Empty, max_attempts=max_attempts))
     reg.add(Handler("permanent", permanent, Empty, max_attempts=max_attempts))
     reg.add(Handler("sleep", sleep, Sleep, max_attempts=max_attempts, timeout_s=timeout_s))
+    reg.add(Handler("sync_ok", sync_ok, Empty, max_attempts=max_attempts))
+    reg.add(Handler("sync_boom", sync_boom, Empty, max_attempts=max_attempts))
+    reg.add(
+        Handler("sync_sleep", sync_sleep, Sleep, max_attempts=max_attempts, timeout_s=timeout_s)
+    )
     return reg
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import sentry_sdk
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
@@ -143,3 +148,20 @@ def _check_histogram(samples: list[Any]) -> None:
         values = [value for _, value in series]
         assert values == sorted(values), f"buckets not cumulative: {key}"
         assert series[-1] == ("+Inf", counts[key]), f"last bucket is not +Inf == _count: {key}"
+
+
+@functools.cache
+def _exporter() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+def span_exporter() -> InMemorySpanExporter:
+    """The process's OpenTelemetry tracer provider, set once (OpenTelemetry allows one per
+    process) with an in-memory exporter; cleared for the caller."""
+    exporter = _exporter()
+    exporter.clear()
+    return exporter
