@@ -8,20 +8,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import pytest
-import structlog
 
 import handlers.bundled  # noqa: F401 - registers every bundled handler
 from handlers import settings as handler_settings
 from handlers import tables
-from tests.support import factories, fakeapi, pg
-from worker import dispatcher, executor, migrations, store
-from worker.registry import REGISTRY, JobContext, JobResult, Registry
+from tests.support import fakeapi, pg
+from worker import dispatcher, migrations, store, testing
+from worker.registry import JobResult
 
 
 @pytest.fixture(scope="session")
@@ -72,36 +68,9 @@ async def fake_api() -> AsyncIterator[fakeapi.FakeApi]:
         yield api
 
 
-@dataclass(frozen=True)
-class Ran:
-    """A job run through the engine: its final row and its job_runs rows."""
-
-    job: asyncpg.Record
-    runs: list[asyncpg.Record]
-
-    @property
-    def status(self) -> str:
-        return str(self.job["status"])
-
-    @property
-    def error(self) -> str | None:
-        error: str | None = self.job["last_error"]
-        return error
-
-    @property
-    def last_run(self) -> asyncpg.Record:
-        return self.runs[-1]
-
-
-RunJob = Callable[..., Awaitable[Ran]]
+RunJob = Callable[..., Awaitable[testing.Ran]]
 Call = Callable[..., Awaitable[JobResult]]
-
-
-def registry_of(*task_types: str) -> Registry:
-    registry = Registry()
-    for name in task_types:
-        registry.add(REGISTRY.get(name))
-    return registry
+registry_of = testing.registry_of
 
 
 async def drain(db: store.Store, settings: Any, *task_types: str) -> dispatcher.Summary:
@@ -110,45 +79,18 @@ async def drain(db: store.Store, settings: Any, *task_types: str) -> dispatcher.
 
 
 @pytest.fixture
-def run_job(db: store.Store, make_settings: Any) -> RunJob:
-    """Insert one job and drain it with a real Dispatcher (one attempt unless told)."""
-
-    async def run(task_type: str, payload: Any = None, *, max_attempts: int = 1) -> Ran:
-        job_id = await factories.make_job(
-            db,
-            task_type=task_type,
-            payload={} if payload is None else payload,
-            max_attempts=max_attempts,
-        )
-        await drain(db, make_settings(), task_type)
-        return Ran(await factories.job(db, job_id), await factories.runs(db, job_id))
-
-    return run
+def job_database(db: store.Store, db_dsn: str) -> testing.JobDatabase:
+    """worker.testing's view of this test's database (the kit handler authors use)."""
+    return testing.JobDatabase(db_dsn, db)
 
 
 @pytest.fixture
-def call(db: store.Store, make_settings: Any) -> Call:
+def run_job(job_database: testing.JobDatabase) -> RunJob:
+    """Insert one job and drain it with a real Dispatcher (one attempt unless told)."""
+    return job_database.run_job
+
+
+@pytest.fixture
+def call(job_database: testing.JobDatabase) -> Call:
     """Validate the payload and call the handler directly (no job row)."""
-    settings = make_settings()
-
-    async def invoke(task_type: str, payload: Any = None, *, job_id: int = 1) -> JobResult:
-        handler = REGISTRY.get(task_type)
-        model = executor.parse_payload(handler, {} if payload is None else payload)
-        ctx = JobContext(
-            job_id=job_id,
-            task_type=task_type,
-            queue="default",
-            attempt=1,
-            max_attempts=handler.max_attempts,
-            run_type="manual",
-            schedule_name=None,
-            requested_by=None,
-            created_at=datetime.now(UTC),
-            worker_id="test-worker",
-            pool=db.pool,
-            settings=settings,
-            logger=structlog.get_logger("test"),
-        )
-        return await handler.func(ctx, model)
-
-    return invoke
+    return job_database.call
