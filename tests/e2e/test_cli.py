@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from tests.support import factories
 from tests.support.proc import last_json, run_cli
@@ -162,3 +163,38 @@ def cancelled_actor(stdout: str) -> str:
     actor = str(json.loads(stdout)["actor"])
     assert actor.startswith("cli:")
     return actor
+
+
+async def test_once_fires_a_due_schedule_tick_then_runs_its_job(
+    db: store.Store, db_dsn: str
+) -> None:
+    """A cron-runner deployment (`--once` every few minutes) loses no recurring job: the
+    pass enqueues the owed tick (missed policy `latest`: the newest one) and runs it."""
+    since = datetime.now(UTC) - timedelta(minutes=7, seconds=30)
+    await db.pool.execute(
+        "INSERT INTO job_schedules (name, cron, timezone, task_type, payload, missed,"
+        " last_tick_at) VALUES ('nightly-echo', '*/5 * * * *', 'UTC', 'echo',"
+        " '{\"message\": \"tick\"}', 'latest', $1)",
+        since,
+    )
+    done = run_cli("--once", dsn=db_dsn, WORKER_SCHEDULER="on")
+    assert done.returncode == 0, done.stderr
+    summary = last_json(done.stdout)
+    [tick] = summary["ticks"]
+    assert tick["schedule"] == "nightly-echo"
+    fired_at = datetime.fromisoformat(tick["tick"])
+    assert fired_at > since and fired_at.minute % 5 == 0 and fired_at <= datetime.now(UTC)
+    job = await factories.job(db, tick["job_id"])
+    assert (job["status"], job["run_type"], job["schedule_name"]) == (
+        "succeeded",
+        "cron",
+        "nightly-echo",
+    )
+    assert summary["succeeded"] == 1
+    # The next pass does not fire that tick again (nor anything, unless the clock has
+    # crossed the next 5-minute boundary meanwhile).
+    again = last_json(run_cli("--once", dsn=db_dsn, WORKER_SCHEDULER="on").stdout)
+    now = datetime.now(UTC)
+    assert tick["tick"] not in [t["tick"] for t in again["ticks"]]
+    if now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0) == fired_at:
+        assert (again["ticks"], again["processed"]) == ([], 0)
