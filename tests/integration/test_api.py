@@ -504,3 +504,30 @@ async def test_the_openapi_document_lists_every_operation(
         ("POST", "/api/v1/queues/{queue}/resume"),
     }
     assert "HTTPBearer" in document["components"]["securitySchemes"]
+
+
+async def test_an_enqueue_keeps_the_requests_trace_context(
+    db: store.Store, make_settings: Any
+) -> None:
+    """A request's traceparent is stored with the job it enqueues (for the attempt's span
+    to continue that trace); a request without one stores none."""
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with api(db, make_settings) as client:
+        traced = await client.post(
+            "/api/v1/jobs",
+            headers={**bearer(ENQUEUER), "traceparent": parent, "tracestate": "app=1"},
+            json={"task_type": "ok"},
+        )
+        plain = await client.post(
+            "/api/v1/jobs", headers=bearer(ENQUEUER), json={"task_type": "ok"}
+        )
+        run = await client.post(
+            "/api/v1/tasks/ok/run", headers={**bearer(ENQUEUER), "traceparent": parent}
+        )
+    stored = {
+        row["id"]: row["trace_context"]
+        for row in await db.pool.fetch("SELECT id, trace_context FROM job_queue")
+    }
+    assert stored[traced.json()["job_id"]] == {"traceparent": parent, "tracestate": "app=1"}
+    assert stored[plain.json()["job_id"]] is None
+    assert stored[run.json()["job_id"]] == {"traceparent": parent}

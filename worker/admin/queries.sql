@@ -261,13 +261,14 @@ SELECT * FROM job_schedule_retime($1, $2, $3);
 
 -- name: enqueue
 -- One job for an admin (CLI, API, dashboard): $8 run type ('manual' for a manual run), $9
--- who asked. A live job holding dedupe key $7 wins: nothing is inserted and that job is
--- returned with created = false. (A conflicting job committed after this statement's
--- snapshot is not visible to the second branch: no row; the caller asks again.)
+-- who asked, $10 the caller's trace context. A live job holding dedupe key $7 wins:
+-- nothing is inserted and that job is returned with created = false. (A conflicting job
+-- committed after this statement's snapshot is not visible to the second branch: no row;
+-- the caller asks again.)
 WITH inserted AS (
   INSERT INTO job_queue (task_type, payload, run_at, queue, priority, max_attempts,
-                         dedupe_key, run_type, requested_by)
-  VALUES ($1, $2, coalesce($3, now()), $4, $5, $6, $7, $8, $9)
+                         dedupe_key, run_type, requested_by, trace_context)
+  VALUES ($1, $2, coalesce($3, now()), $4, $5, $6, $7, $8, $9, $10)
   ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')
   DO NOTHING
   RETURNING id, status

@@ -71,6 +71,9 @@ class JobRequest:
     max_attempts: int | None = None
     dedupe_key: str | None = None
     requested_by: UUID | None = None
+    trace_context: dict[str, str] | None = None
+    """The caller's W3C trace context (an HTTP request's traceparent), continued by the
+    job's attempt when the worker traces."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,7 @@ class AdminStore:
             job.dedupe_key,
             run_type,
             job.requested_by if job.requested_by is not None else actor.user_id,
+            job.trace_context,
         )
         for _ in range(_ENQUEUE_TRIES):
             with _permission_errors():

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Path, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from worker import dispatcher, errors, names
+from worker import dispatcher, errors, names, tracing
 from worker.admin import jobs as admin_jobs
 from worker.admin.store import JobRequest, Record
 from worker.web.api import common, models
@@ -54,6 +54,7 @@ async def enqueue_job(body: models.EnqueueJob, request: Request, caller: Enqueue
         max_attempts=body.max_attempts,
         dedupe_key=body.dedupe_key,
         requested_by=body.user_id,
+        trace_context=tracing.from_headers(request.headers),
     )
     done = await admin_jobs.enqueue(
         svc.admin, svc.registry, caller.actor, job, run_type="queue", force=body.force
@@ -93,6 +94,7 @@ async def run_task(
         priority=body.priority,
         max_attempts=body.max_attempts,
         requested_by=body.user_id,
+        trace_context=tracing.from_headers(request.headers),
     )
     done = await admin_jobs.enqueue(svc.admin, svc.registry, caller.actor, job)
     if wait is not None:
