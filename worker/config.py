@@ -21,9 +21,8 @@ import sentry_sdk.utils
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from worker import errors
+from worker import errors, names
 
-_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 _MODULE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 _MAX_SHOWN_CHARS = 100  # of a bad value, in the error line
 
@@ -194,9 +193,9 @@ class Settings(BaseSettings):
     def _check_queues(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one queue is required")
-        bad = [q for q in value if not re.fullmatch(_NAME_PATTERN, q)]
+        bad = [q for q in value if not names.is_queue(q)]
         if bad:
-            raise ValueError(f"invalid queue name(s) {bad}: use 1-64 of A-Z a-z 0-9 _ . : -")
+            raise ValueError(f"invalid queue name(s) {bad}: use {names.QUEUE_RULE}")
         return list(dict.fromkeys(value))
 
     @field_validator("dashboard_users")

@@ -23,7 +23,7 @@ from uuid import UUID
 
 import pydantic
 
-from worker import errors, redact
+from worker import errors, names, redact, values
 
 if TYPE_CHECKING:
     import asyncpg
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
     from worker.config import Settings
 
-_TASK_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 P = TypeVar("P", bound=pydantic.BaseModel)
 R = TypeVar("R", bound="Awaitable[JobResult] | JobResult")
@@ -172,9 +171,9 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
 
     def add(self, handler: Handler) -> None:
-        if not _TASK_TYPE.match(handler.name):
+        if not names.is_task_type(handler.name):
             raise ValueError(
-                f"invalid task type {handler.name!r}: use 1-128 of A-Z a-z 0-9 _ . : -"
+                f"invalid task type {values.shown(handler.name)!r}: use {names.TASK_TYPE_RULE}"
             )
         if handler.max_attempts < 1:
             raise ValueError(f"{handler.name}: max_attempts must be >= 1")

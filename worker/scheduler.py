@@ -38,7 +38,7 @@ import pydantic
 import structlog
 from croniter import croniter
 
-from worker import errors, executor, store
+from worker import errors, executor, names, store
 from worker.clock import Clock, SystemClock
 from worker.config import Settings
 
@@ -69,8 +69,6 @@ _ITEM = re.compile(r"(\*|([a-z0-9]{1,9})(-([a-z0-9]{1,9}))?)(/([0-9]{1,9}))?")
 _CRON_CHARS = frozenset(" \t0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ*,/@-")
 _MAX_CRON_CHARS = 200
 
-_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-_QUEUE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _TZ_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*")
 # POSIX TZ strings (`UTC+3`, `EST5`) are not zones; these few real zone names have digits.
 _TZ_WITH_DIGITS = frozenset({"EST5EDT", "CST6CDT", "MST7MDT", "PST8PDT", "GMT0", "GMT+0", "GMT-0"})
@@ -214,9 +212,9 @@ def schedule_problem(fields: Mapping[str, Any]) -> str | None:
 def _name_problem(value: Any) -> str | None:
     if value is None:
         return "a schedule name is required"
-    if isinstance(value, str) and _NAME.fullmatch(value):
+    if isinstance(value, str) and names.is_schedule(value):
         return None
-    return f"invalid schedule name '{value}': use 1-128 of A-Z a-z 0-9 _ . : -"
+    return f"invalid schedule name '{value}': use {names.SCHEDULE_RULE}"
 
 
 def _cron_problem(value: Any) -> str | None:
@@ -229,9 +227,9 @@ def _cron_problem(value: Any) -> str | None:
 def _task_type_problem(value: Any) -> str | None:
     if value is None:
         return "a task type is required"
-    if isinstance(value, str) and _NAME.fullmatch(value):
+    if isinstance(value, str) and names.is_task_type(value):
         return None
-    return f"invalid task type '{value}': use 1-128 of A-Z a-z 0-9 _ . : -"
+    return f"invalid task type '{value}': use {names.TASK_TYPE_RULE}"
 
 
 def _payload_problem(value: Any) -> str | None:
@@ -241,9 +239,9 @@ def _payload_problem(value: Any) -> str | None:
 def _queue_problem(value: Any) -> str | None:
     if value is None:
         return "a queue is required"
-    if isinstance(value, str) and _QUEUE.fullmatch(value):
+    if isinstance(value, str) and names.is_queue(value):
         return None
-    return f"invalid queue name '{value}': use 1-64 of A-Z a-z 0-9 _ . : -"
+    return f"invalid queue name '{value}': use {names.QUEUE_RULE}"
 
 
 def _priority_problem(value: Any) -> str | None:
