@@ -13,22 +13,24 @@ Registering a name twice fails at import.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, cast
 from uuid import UUID
 
 import pydantic
 
-from worker import errors, names, redact, values
+from worker import client, errors, names, redact, values
 
 if TYPE_CHECKING:
     import asyncpg
     import structlog
 
+    from worker.client import AsyncConnection, SyncConnection
     from worker.config import Settings
 
 
@@ -77,6 +79,17 @@ class JobContext:
     @property
     def is_last_attempt(self) -> bool:
         return self.attempt >= self.max_attempts
+
+    async def enqueue(
+        self,
+        task_type: str,
+        payload: Mapping[str, Any] | pydantic.BaseModel,
+        **options: Unpack[client.Options],
+    ) -> client.Enqueued:
+        """Enqueue a follow-up job through the worker's pool (worker.client.enqueue's
+        options). It is committed at once: it stays whatever becomes of this attempt, so
+        give it a dedupe_key when a retried attempt must not enqueue it twice."""
+        return await client.enqueue(self.pool, task_type, payload, **options)
 
 
 HandlerFunc = Callable[[JobContext, Any], Awaitable[JobResult]]
@@ -164,6 +177,55 @@ class Handler:
         object.__setattr__(self, "sync", not inspect.iscoroutinefunction(self.func))
 
 
+class Task(Generic[P, R]):
+    """What `@handler` returns: the handler function, called exactly as before, that also
+    enqueues jobs for itself with the payload checked against its model first:
+
+        await send_welcome_mail.enqueue(conn, WelcomeMail(user_id=1))
+        await send_welcome_mail.enqueue(conn, {"user_id": 1}, dedupe_key="welcome:1")
+
+    A payload the model refuses raises pydantic.ValidationError (a ValueError) before
+    anything is written. `max_attempts` defaults to the handler's."""
+
+    def __init__(self, spec: Handler, func: Callable[[JobContext, P], R]) -> None:
+        functools.update_wrapper(self, func)
+        self.handler = spec
+        self._func = func
+
+    def __call__(self, ctx: JobContext, payload: P) -> R:
+        return self._func(ctx, payload)
+
+    def job(self, payload: P | Mapping[str, Any], **options: Unpack[client.Options]) -> client.Job:
+        """A checked job for worker.client.enqueue_many."""
+        options.setdefault("max_attempts", self.handler.max_attempts)
+        return client.Job(self.handler.name, self._payload(payload), **options)
+
+    async def enqueue(
+        self,
+        conn: AsyncConnection,
+        payload: P | Mapping[str, Any],
+        **options: Unpack[client.Options],
+    ) -> client.Enqueued:
+        """worker.client.enqueue of this task type, the payload checked first."""
+        options.setdefault("max_attempts", self.handler.max_attempts)
+        return await client.enqueue(conn, self.handler.name, self._payload(payload), **options)
+
+    def enqueue_sync(
+        self,
+        conn: SyncConnection,
+        payload: P | Mapping[str, Any],
+        **options: Unpack[client.Options],
+    ) -> client.Enqueued:
+        """worker.client.enqueue_sync of this task type, the payload checked first."""
+        options.setdefault("max_attempts", self.handler.max_attempts)
+        return client.enqueue_sync(conn, self.handler.name, self._payload(payload), **options)
+
+    def _payload(self, payload: P | Mapping[str, Any]) -> dict[str, Any]:
+        model = self.handler.payload
+        checked = payload if isinstance(payload, model) else model.model_validate(payload)
+        return checked.model_dump(mode="json", by_alias=True)
+
+
 class Registry:
     """Task type -> Handler. The worker claims only the task types registered here."""
 
@@ -217,16 +279,14 @@ def handler(
     key_concurrency: int | None = None,
     rate: str | None = None,
     registry: Registry | None = None,
-) -> Callable[
-    [Callable[[JobContext, P], R]],
-    Callable[[JobContext, P], R],
-]:
+) -> Callable[[Callable[[JobContext, P], R]], Task[P, R]]:
     """Register a handler under the task type `name`: an `async def`, or a plain `def`
     (for sync clients such as supabase-py), which runs in a thread of the worker's bounded
     pool (WORKER_SYNC_THREADS) and takes a slot like any job. A thread cannot be killed: on
     timeout the attempt ends as `timeout` and whatever the thread returns later is
     discarded, so a sync handler should bound its own I/O (a client timeout shorter than
-    `timeout_s`).
+    `timeout_s`). Returns the function as a `Task`: still called as before, and with
+    `.enqueue(conn, payload)` for its own jobs.
 
     `payload` validates the job's JSON payload before the handler runs (an invalid payload
     fails the job at once); `max_attempts` applies to jobs that do not set their own;
@@ -244,19 +304,18 @@ def handler(
         rate=rate,
     )
 
-    def register(func: Callable[[JobContext, P], R]) -> Callable[[JobContext, P], R]:
+    def register(func: Callable[[JobContext, P], R]) -> Task[P, R]:
         target = REGISTRY if registry is None else registry
-        target.add(
-            Handler(
-                name,
-                cast("HandlerFunc | SyncHandlerFunc", func),
-                payload,
-                max_attempts,
-                timeout_s,
-                checked,
-            )
+        spec = Handler(
+            name,
+            cast("HandlerFunc | SyncHandlerFunc", func),
+            payload,
+            max_attempts,
+            timeout_s,
+            checked,
         )
-        return func
+        target.add(spec)
+        return Task(spec, func)
 
     return register
 

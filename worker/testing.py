@@ -34,7 +34,7 @@ import asyncpg
 import structlog
 
 from worker import config, dispatcher, embedded, executor, migrations, queries, store
-from worker.registry import REGISTRY, Handler, JobContext, JobResult, Registry
+from worker.registry import REGISTRY, Handler, JobContext, JobResult, Registry, Task
 
 _DRAIN_TIMEOUT_S = 60.0
 _SQL = queries.load("worker", "testing.sql")
@@ -200,6 +200,8 @@ def resolve(handler: str | Handler | Callable[..., Any]) -> Handler:
     """The registered Handler for a task type, a Handler, or a decorated function."""
     if isinstance(handler, Handler):
         return handler
+    if isinstance(handler, Task):
+        return handler.handler
     if isinstance(handler, str):
         return REGISTRY.get(handler)
     for found in REGISTRY:

@@ -4,6 +4,7 @@ real worker, `captured` for what the app's code enqueued."""
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from examples.signup import welcome
@@ -42,6 +43,15 @@ async def test_sign_up_enqueues_the_mail_in_its_transaction(job_db: JobDatabase)
         await tx.start()
         await welcome.sign_up(conn, 4, "e@f.test")
         await tx.rollback()
+    assert jobs == []
+
+
+async def test_a_payload_the_model_refuses_is_refused_at_the_call_site(
+    job_db: JobDatabase,
+) -> None:
+    async with job_db.captured() as jobs, job_db.pool.acquire() as conn:
+        with pytest.raises(pydantic.ValidationError, match="user_id"):
+            await welcome.send_welcome_mail.enqueue(conn, {"email": "no-id@x.test"})
     assert jobs == []
 
 

@@ -4,6 +4,7 @@ in the worker's thread pool)."""
 
 from __future__ import annotations
 
+import asyncpg
 import pydantic
 
 from worker import errors
@@ -26,12 +27,10 @@ def send_welcome_mail(ctx: JobContext, payload: WelcomeMail) -> JobResult:
     return JobResult(rows_affected=1, notes=[f"welcomed user {payload.user_id}"])
 
 
-SIGNUP = """
-SELECT job_queue_enqueue('example_welcome_mail',
-                         jsonb_build_object('user_id', $1::int, 'email', $2::text))
-"""
-
-
-async def sign_up(conn: object, user_id: int, email: str) -> None:
-    """The app's sign-up path: the mail job is enqueued in the sign-up's transaction."""
-    await conn.execute(SIGNUP, user_id, email)  # type: ignore[attr-defined]
+async def sign_up(conn: asyncpg.Connection, user_id: int, email: str) -> int:
+    """The app's sign-up path: the mail job is written in the sign-up's transaction (it
+    runs once that commits, and never if it rolls back). Returns the job's id."""
+    enqueued = await send_welcome_mail.enqueue(
+        conn, WelcomeMail(user_id=user_id, email=email), dedupe_key=f"welcome:{user_id}"
+    )
+    return enqueued.job_id
