@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 import types
 import typing
@@ -48,7 +47,8 @@ from worker import cli, config, migrations, service, store
 from worker.registry import Registry
 from worker.web import app as web
 
-PRIVILEGES_FILE = Path(__file__).resolve().parent / "sql_privileges.json"
+ROOT = Path(__file__).resolve().parent.parent
+PRIVILEGES_FILE = ROOT / "docs" / "sql_privileges.json"
 ROLES = ("anon", "authenticated", "service_role", "job_worker")
 """The roles the migrations grant to where they exist (security.md)."""
 
@@ -248,7 +248,7 @@ def cli_page() -> str:
     ]
     for node in walk(root):
         title = " ".join(["python -m worker", *node.path])
-        out.append(f"## `{title}`\n")
+        out.append(f"## `{title}` {{#{_anchor(node)}}}\n")
         if node.help:
             out.append(f"{node.help[0].upper()}{node.help[1:]}.\n")
         if node.description and node.path:
@@ -276,8 +276,7 @@ def cli_page() -> str:
 
 
 def _anchor(node: Command) -> str:
-    title = " ".join(["python -m worker", *node.path])
-    return re.sub(r"[^a-z0-9_ -]", "", title.lower()).replace(" ", "-")
+    return "-".join(["cmd", *node.path])
 
 
 # -- SQL functions ---------------------------------------------------------------------------
@@ -595,7 +594,8 @@ def http_page() -> str:
             out.append("")
         body = op.get("requestBody", {}).get("content", {}).get("application/json")
         if body:
-            name = _schema_type(body["schema"])
+            # An optional body is `anyOf: [the model, null]`: link the model.
+            name = _schema_type(body["schema"]).split(" \\| ")[0]
             used.append(name)
             out.append(f"Body: [{name}](#schema-{name.lower()}).\n")
         codes = []
@@ -645,10 +645,19 @@ PAGES: dict[str, Callable[[], str]] = {
 }
 
 
+COPIED = {
+    "bundled-handlers.md": ROOT / "handlers" / "README.md",
+    "testing.md": ROOT / "tests" / "README.md",
+}
+"""READMEs that live beside their code and are also pages of the site."""
+
+
 def on_files(files: Any, config: Any) -> Any:
-    """mkdocs hook: add the generated pages to the build."""
+    """mkdocs hook: add the generated pages (and the copied READMEs) to the build."""
     for uri, render in PAGES.items():
         files.append(File.generated(config, uri, content=render()))
+    for uri, source in COPIED.items():
+        files.append(File.generated(config, uri, content=source.read_text(encoding="utf-8")))
     return files
 
 

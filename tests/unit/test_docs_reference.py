@@ -74,7 +74,8 @@ def test_the_cli_page_lists_every_command_and_option() -> None:
     nodes = list(gen.walk(root))
     assert len(nodes) > 20
     for node in nodes:
-        assert f"## `{' '.join(['python -m worker', *node.path])}`" in page
+        title = " ".join(["python -m worker", *node.path])
+        assert f"## `{title}` {{#{gen._anchor(node)}}}" in page
         for action in node.options:
             assert f"`{gen._cell(gen._flags(action))}`" in page
     assert "## `python -m worker schedules add`" in page
