@@ -36,13 +36,16 @@ HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|
 class Endpoint(pydantic.BaseModel):
     """One endpoint `call_endpoint` may POST to."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     url: AnyHttpUrl
+    """Where the JSON body is POSTed."""
     secret: SecretStr | None = None
     """Sent verbatim as the value of `secret_header` (include `Bearer ` where needed)."""
     secret_header: HeaderName = "Authorization"
+    """The header that carries `secret`."""
     timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """Timeout of one request to this endpoint."""
 
 
 REFERENCE_TABLES: dict[str, tuple[str, ...]] = {
@@ -82,7 +85,7 @@ reference names, with the columns the handlers read and write."""
 class TableMap(pydantic.BaseModel):
     """Where one reference table is in this app's database."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     table: SqlName | None = None
     """The app's table, optionally schema-qualified (default: the reference name)."""
@@ -93,12 +96,19 @@ class TableMap(pydantic.BaseModel):
 class HandlerSettings(BaseSettings):
     """Configuration of the bundled handlers. Field names map to `HANDLERS_<FIELD>`."""
 
-    model_config = SettingsConfigDict(env_prefix="HANDLERS_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="HANDLERS_",
+        extra="ignore",
+        frozen=True,
+        # The docstring under each field is its description (docs/reference/settings.md).
+        use_attribute_docstrings=True,
+    )
 
     # -- every external API ---------------------------------------------------------------
     http_timeout_s: float = Field(default=30.0, gt=0, le=600)
     """Read/write/pool timeout of one HTTP request."""
     http_connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    """Connect timeout of one HTTP request."""
     http_attempts: int = Field(default=3, ge=1, le=10)
     """Tries of one request on a network error or a 5xx, inside the job."""
     http_retry_wait_s: float = Field(default=1.0, ge=0, le=60)
@@ -119,14 +129,18 @@ class HandlerSettings(BaseSettings):
     """A SQL function that does the sync in the database; called instead when it exists.
     Empty: never."""
     wearables_page_size: int = Field(default=200, ge=1, le=10_000)
+    """Samples asked for per page of the wearable provider API."""
     wearables_max_pages: int = Field(default=50, ge=1, le=10_000)
     """Pages per connection per run; the rest follows on the next run."""
 
     # -- game_platform_sync, game_platform_totals_sweep --------------------------------
     game_platform_api_url: AnyHttpUrl | None = None
+    """Base URL of the game platform API; unset: the game-platform jobs succeed with a note
+    saying so."""
     game_platform_api_token: SecretStr | None = None
     """Sent as `Authorization: Bearer <token>`."""
     game_platform_page_size: int = Field(default=100, ge=1, le=10_000)
+    """Games asked for per page of the game platform API."""
     game_platform_max_pages: int = Field(default=20, ge=1, le=10_000)
     """Pages per competitor per run; the rest follows on the next run."""
     game_platform_sweep_batch: int = Field(default=500, ge=1, le=100_000)
@@ -139,6 +153,7 @@ class HandlerSettings(BaseSettings):
 
     # -- process_orders -------------------------------------------------------------------
     orders_max_per_run: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Most orders one process_orders run takes (the rest goes to the next run)."""
 
     # -- refresh_metrics ------------------------------------------------------------------
     metrics_views: Annotated[list[SqlName], NoDecode] = []
@@ -167,13 +182,15 @@ class HandlerSettings(BaseSettings):
 
     # -- cleanup --------------------------------------------------------------------------
     cleanup_notification_age_days: int = Field(default=30, ge=1, le=36_500)
+    """Notifications older than this are deleted (target `notifications`)."""
     cleanup_order_age_days: int = Field(default=90, ge=1, le=36_500)
     """Completed and failed orders older than this are deleted."""
     cleanup_job_age_days: int = Field(default=14, ge=1, le=36_500)
     """Succeeded job_queue rows older than this are deleted (target `jobs`)."""
     cleanup_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    """Rows one delete statement removes (each batch is its own transaction)."""
     cleanup_max_batches: int = Field(default=100, ge=1, le=100_000)
-    """Per table and run; the rest goes on the next run."""
+    """Most batches per table and run; the rest goes on the next run."""
 
     # -- call_endpoint --------------------------------------------------------------------
     endpoints: dict[EndpointName, Endpoint] = {}

@@ -188,10 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enqueue(commands)
     _add_schedules(commands)
     pause = commands.add_parser("pause", help="stop every worker claiming from a queue")
-    pause.add_argument("queue", type=_name_arg)
+    pause.add_argument("queue", type=_name_arg, help="the queue's name")
     pause.add_argument("--reason", type=_text_arg, help="shown by `status` and in job_queue_pauses")
     resume = commands.add_parser("resume", help="let workers claim from a paused queue again")
-    resume.add_argument("queue", type=_name_arg)
+    resume.add_argument("queue", type=_name_arg, help="the queue's name")
     status = commands.add_parser("status", help="job counts, oldest pending age, unserved types")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     demo = commands.add_parser("demo", help="enqueue demo jobs, then drain them like --once")
@@ -653,7 +653,7 @@ def _add_schedules(commands: Any) -> None:
     _add_schedule_options(add, defaults=True)
     add.add_argument("--paused", action="store_true", help="create it paused")
     change = actions.add_parser("set", help="change a schedule (a new cron re-times it)")
-    change.add_argument("name", type=_schedule_arg)
+    change.add_argument("name", type=_schedule_arg, help="the schedule's name")
     change.add_argument("--cron", help="new cron expression")
     change.add_argument("--task", help="new task type")
     _add_schedule_options(change, defaults=False)
@@ -662,9 +662,11 @@ def _add_schedules(commands: Any) -> None:
         ("resume", "start again (ticks missed while paused are not run)"),
         ("remove", "delete a schedule (its jobs and history stay)"),
     ):
-        actions.add_parser(action, help=text).add_argument("name", type=_schedule_arg)
+        actions.add_parser(action, help=text).add_argument(
+            "name", type=_schedule_arg, help="the schedule's name"
+        )
     history = actions.add_parser("history", help="a schedule's latest runs (job_runs)")
-    history.add_argument("name", type=_schedule_arg)
+    history.add_argument("name", type=_schedule_arg, help="the schedule's name")
     history.add_argument("--limit", type=_int_range(1, 1000), default=20, help="default 20")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

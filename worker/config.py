@@ -35,7 +35,12 @@ class Settings(BaseSettings):
     """The worker's configuration. Field names map to `WORKER_<FIELD>` environment variables."""
 
     model_config = SettingsConfigDict(
-        env_prefix="WORKER_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="WORKER_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        # The docstring under each field is its description (docs/reference/settings.md).
+        use_attribute_docstrings=True,
     )
 
     database_url: SecretStr | None = Field(
@@ -45,6 +50,8 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SENTRY_DSN", "WORKER_SENTRY_DSN")
     )
+    """Sentry DSN: jobs that fail for good (and retries from WORKER_SENTRY_REPEAT_FAILURES
+    on) are reported there, secrets scrubbed. Unset: nothing is sent."""
 
     queues: Annotated[list[str], NoDecode] = ["default"]
     """Queues this worker claims from, comma-separated."""
@@ -61,8 +68,13 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=60.0, ge=1, le=86_400)
     """How long a claimed job is ours before another worker may rescue it."""
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
+    """After SIGTERM, how long running jobs may finish before they are cancelled and put
+    back to pending without spending an attempt."""
     retry_base_s: float = Field(default=2.0, ge=0, le=86_400)
+    """Retry backoff: the delay after the first failed attempt, doubled for each further one
+    (±10 % jitter)."""
     retry_cap_s: float = Field(default=3600.0, ge=0, le=30 * 86_400)
+    """Retry backoff: the longest delay between two attempts."""
     pooler_mode: bool = False
     """DATABASE_URL goes through a transaction-mode pooler (Supavisor port 6543, PgBouncer):
     no LISTEN (a pooler cannot hold one; pickup falls back to polling) and no prepared
@@ -70,6 +82,7 @@ class Settings(BaseSettings):
     rescue_interval_s: float = Field(default=15.0, gt=0, le=3600)
     """How often this worker looks for jobs whose lease expired."""
     prune_interval_s: float = Field(default=600.0, gt=0, le=86_400)
+    """How often this worker deletes finished jobs and job_runs rows past their retention."""
     # Upper bounds on retention: beyond ~100 years `now - days` leaves datetime's range
     # and every prune would fail.
     retain_succeeded_days: float = Field(default=14.0, gt=0, le=36_500)
@@ -79,6 +92,7 @@ class Settings(BaseSettings):
     retain_runs_days: float = Field(default=30.0, gt=0, le=36_500)
     """job_runs rows are deleted this long after they started."""
     prune_batch: int = Field(default=1000, ge=1, le=100_000)
+    """Rows one pruning statement deletes (each batch is its own short transaction)."""
     scheduler: bool = True
     """Run the built-in cron scheduler (job_schedules -> job_queue); every replica may, each
     tick is enqueued once. Off: no scheduler and no schedule-file sync in this process."""
@@ -112,9 +126,12 @@ class Settings(BaseSettings):
     """Python modules imported at start (your own handlers); importing them registers
     their handlers."""
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=200)
+    """This process's name in job_queue.locked_by and job_runs.worker_id (default:
+    `<hostname>:<pid>`)."""
     log_format: Literal["auto", "json", "console"] = "auto"
     """`auto`: readable console lines in a terminal, JSON lines otherwise."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """The lowest level of log lines written to stderr."""
     http_port: int | None = Field(default=None, ge=0, le=65535)
     """Port of the worker's HTTP server: /health, /metrics, the JSON API (/api/v1) and the
     dashboard. Unset: no HTTP server (the Dockerfile sets 8080)."""
