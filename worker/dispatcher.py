@@ -448,7 +448,6 @@ class Dispatcher:
             created_at=job.created_at,
             worker_id=self.settings.worker_id,
             pool=self.db.handler_pool,
-            settings=self.settings,
             logger=log,
         )
 

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     import structlog
 
     from worker.client import AsyncConnection, SyncConnection
-    from worker.config import Settings
 
 
 P = TypeVar("P", bound=pydantic.BaseModel)
@@ -53,7 +52,9 @@ class JobContext:
     """Everything a handler may know about the attempt it is running.
 
     `pool` is the worker's asyncpg pool, for handlers that work on the same database;
-    `log` is a structlog logger already bound to job_id, task_type and attempt.
+    `log` is a structlog logger already bound to job_id, task_type and attempt. The
+    worker's settings are not here: they hold its database URL and dashboard passwords,
+    which no handler needs (a handler module reads its own settings, as handlers/ does).
     """
 
     job_id: int
@@ -67,7 +68,6 @@ class JobContext:
     created_at: datetime
     worker_id: str
     pool: asyncpg.Pool
-    settings: Settings
     logger: structlog.typing.FilteringBoundLogger
 
     @property

@@ -173,7 +173,6 @@ class JobDatabase:
             created_at=datetime.now(UTC),
             worker_id="test-worker",
             pool=self.pool,
-            settings=self.settings(),
             logger=structlog.get_logger("test"),
         )
         if found.sync:

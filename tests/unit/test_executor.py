@@ -108,7 +108,6 @@ def _context() -> JobContext:
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         worker_id="w",
         pool=None,  # type: ignore[arg-type]  # these handlers touch no database
-        settings=None,  # type: ignore[arg-type]
         logger=None,  # type: ignore[arg-type]
     )
 
