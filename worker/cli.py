@@ -29,7 +29,7 @@ _MAX_DEDUPE_KEY_CHARS = 512  # job_queue_dedupe_key_check
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
 EXIT_USAGE = 2
-EXIT_DATABASE = 3
+EXIT_DATABASE = 3  # also a fatal database fault in a running daemon (errors.DatabaseFault)
 
 _DESCRIPTION = """\
 A PostgreSQL job-queue worker. With no command it runs as a daemon: it claims due jobs
@@ -51,7 +51,8 @@ examples:
   python -m worker demo                  enqueue demo jobs and drain them
 
 exit codes: 0 ok; 1 a job failed for good (--once, demo); 2 bad usage, settings or input;
-3 the database could not be reached or migrated.
+3 the database could not be reached or migrated, or refuses the worker (a table, column or
+function missing, a permission revoked: the daemon stops, it cannot mend that itself).
 """
 
 
@@ -385,7 +386,7 @@ def main(argv: Sequence[str] | None = None, *, received: Sequence[int] = ()) -> 
     except _REFUSALS as exc:
         _print_error(exc)
         return EXIT_USAGE
-    except (errors.MigrationError, errors.DatabaseUnavailable) as exc:
+    except (errors.MigrationError, errors.DatabaseUnavailable, errors.DatabaseFault) as exc:
         _print_error(exc)
         return EXIT_DATABASE
     except errors.WorkerError as exc:  # any other refusal the worker words itself

@@ -13,6 +13,11 @@ being written. The jobs claimed ahead cover the claim's round trip (Little's law
 round trip / handler time, at least one, at most a claim batch), so slots do not sit idle
 while a claim travels; finished outcomes not yet written are bounded too.
 Around them: the heartbeat extends leases, and the listener wakes the claimer on NOTIFY.
+
+Each of these loops outlives every transient database fault (worker/faults.py): it logs the
+fault's first failure and its recovery, backs off and carries on; an outcome is kept and its
+write retried until the database takes it. A fatal fault (schema or grants wrong) stops the
+run: `run()` raises DatabaseFault.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import anyio
 import asyncpg
 import structlog
 
-from worker import executor, store, tracing
+from worker import errors, executor, faults, store, tracing
 from worker.clock import Clock, SystemClock
 from worker.config import Settings
 from worker.registry import JobContext, Registry
@@ -211,6 +216,12 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._flushed = asyncio.Event()
         self._flushed.set()
+        self._fatal: errors.DatabaseFault | None = None  # set by a loop: the run stops
+        reset = db.expire_sessions
+        self._claim_fault = faults.Episode("claimer", log, reset=reset)
+        self._write_fault = faults.Episode("flusher", log, reset=reset)
+        self._beat_fault = faults.Episode("heartbeat", log, reset=reset)
+        self._listen_fault = faults.Episode("listener", log, stops=False, cap_s=10.0)
 
     # -- public -----------------------------------------------------------------------
 
@@ -233,9 +244,15 @@ class Dispatcher:
                 loops.start_soon(self._heartbeat)
                 if not self.settings.pooler_mode:
                     loops.start_soon(self._listen)
-            await self._claimer()
-            await self._drain_in_flight()
-            await self._flushed.wait()
+            try:
+                await self._claimer()
+                await self._drain_in_flight()
+                await self._flushed.wait()
+                if self._fatal is not None:
+                    raise self._fatal
+            except errors.DatabaseFault:
+                self._abandon()
+                raise
             loops.cancel_scope.cancel()
         totals = {k: v for k, v in self.summary.as_dict().items() if k != "results"}
         log.info("worker_stopped", **totals)
@@ -260,15 +277,39 @@ class Dispatcher:
     async def _ensure_limit_rows(self) -> None:
         """Each limited task type's job_limits row, which its claims lock (without it the
         type would never be claimed). Retried while the database is away."""
-        delay_s = 0.2
         while self._limited and not self._stopping.is_set():
             try:
                 await self.db.ensure_limit_rows(self._limited)
-                return
-            except store.CONNECTION_ERRORS as exc:
-                log.warning("limits_setup_failed", error=executor.describe(exc), retry_in_s=delay_s)
-                await anyio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 5.0)
+            except Exception as exc:  # a fatal fault raises out of failed()
+                await self._claim_fault.failed(exc)
+                await anyio.sleep(self._claim_fault.delay_s())
+                continue
+            self._claim_fault.ok()
+            return
+
+    def _fail(self, fault: errors.DatabaseFault) -> None:
+        """A loop other than the claimer met a fatal fault: the claimer raises it."""
+        if self._fatal is None:
+            self._fatal = fault
+        self._wake_claimer.set()
+        self._flushed.set()
+
+    async def _failed(self, episode: faults.Episode, exc: BaseException) -> faults.Fault:
+        """`episode.failed(exc)` for a task other than the claimer: a fatal fault stops the
+        run, and this task waits to be cancelled with it."""
+        try:
+            return await episode.failed(exc)
+        except errors.DatabaseFault as fatal:
+            self._fail(fatal)
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable") from None
+
+    def _abandon(self) -> None:
+        """A fatal fault: nothing more can be written. Jobs still running are stopped; their
+        leases expire, and a worker the operator has mended takes them back."""
+        self._cancel_in_flight()
+        for task in list(self._writes):
+            task.cancel()
 
     # -- claiming -----------------------------------------------------------------------
 
@@ -276,6 +317,8 @@ class Dispatcher:
         """Claims when slots are free: at start, on a NOTIFY, after each poll interval, and
         after each write. While the queue stays busy the flusher claims too (in its write)."""
         while not self._stopping.is_set():
+            if self._fatal is not None:
+                raise self._fatal
             self.observer.loop_alive("claimer")
             self._wake_claimer.clear()
             asked = self._reserve()
@@ -365,14 +408,12 @@ class Dispatcher:
                 (), worker_id=self.settings.worker_id, claim=self._claim_spec(limit)
             )
             rows, self._wake_at = claimed.rows, claimed.wake_at
-        except Exception as exc:  # the claimer must outlive a bad claim; unexpected ones loudly
-            if isinstance(exc, store.CONNECTION_ERRORS):
-                log.warning("claim_failed", error=executor.describe(exc))
-            else:
-                log.exception("claim_crashed")
-            with anyio.move_on_after(1.0):
+        except Exception as exc:  # the claimer outlives all but a fatal fault
+            await self._claim_fault.failed(exc)
+            with anyio.move_on_after(self._claim_fault.delay_s()):
                 await self._stopping.wait()
             return []
+        self._claim_fault.ok()
         seconds = self.clock.monotonic() - t0
         self.observer.claimed(len(rows), seconds)
         self._observe_round_trip(seconds)
@@ -546,24 +587,21 @@ class Dispatcher:
             return set()
 
     async def _write_retrying(self, rows: list[store.Finish], claim: int) -> store.Claimed:
+        """Retries until the database takes the rows: only a refusal of the data itself
+        (faults.classify: `refused`) is raised, for `_write` to write around it."""
         spec = self._claim_spec(claim) if claim else None
-        delay_s = 0.2
         while True:
             try:
-                return await self.db.finish_and_claim(
+                claimed = await self.db.finish_and_claim(
                     rows, worker_id=self.settings.worker_id, claim=spec
                 )
-            except asyncpg.DataError:
-                raise  # an InterfaceError, but about the data, not the connection
-            except store.CONNECTION_ERRORS as exc:
-                log.warning(
-                    "finish_failed",
-                    jobs=len(rows),
-                    error=executor.describe(exc),
-                    retry_in_s=delay_s,
-                )
-                await anyio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 5.0)
+            except Exception as exc:
+                if (await self._failed(self._write_fault, exc)).kind == "refused":
+                    raise
+                await anyio.sleep(self._write_fault.delay_s())
+                continue
+            self._write_fault.ok()
+            return claimed
 
     def _record(self, outcome: executor.Outcome, written: bool, log_success: bool) -> None:
         self.summary.add(outcome, written)
@@ -645,8 +683,9 @@ class Dispatcher:
                     running, worker_id=self.settings.worker_id, lease_s=self.settings.lease_s
                 )
             except Exception as exc:  # a missed beat is retried at the next one
-                log.warning("heartbeat_failed", jobs=len(running), error=executor.describe(exc))
+                await self._failed(self._beat_fault, exc)
                 continue
+            self._beat_fault.ok()
             lost = {job_id for job_id, _ in running} - kept
             lost &= set(self._inflight)  # finished while the heartbeat was in flight
             if lost:
@@ -660,13 +699,14 @@ class Dispatcher:
         network) is noticed by its termination callback or a failed ping, and re-opened
         with backoff; the claimer keeps polling meanwhile, so pickup slows but never stops."""
         ping_interval_s = min(self.settings.poll_interval_s, 5.0)
-        delay_s = 0.2
+        episode = self._listen_fault
         while True:
             lost = asyncio.Event()
             try:
                 async with self.db.listen(CHANNEL, self._wake_claimer.set, lost.set) as listener:
-                    log.info("listening", channel=CHANNEL)
-                    delay_s = 0.2
+                    if not episode.active:
+                        log.info("listening", channel=CHANNEL)
+                    episode.ok()
                     self._wake_claimer.set()  # catch what was inserted while not listening
                     while not lost.is_set():
                         self.observer.loop_alive("listener")
@@ -674,8 +714,7 @@ class Dispatcher:
                             await lost.wait()
                         await listener.ping()
             except Exception as exc:  # whatever broke it, re-open it; polling covers meanwhile
-                log.warning("listen_lost", error=executor.describe(exc), retry_in_s=delay_s)
+                await episode.failed(exc)
             else:
-                log.warning("listen_lost", error="connection closed", retry_in_s=delay_s)
-            await anyio.sleep(delay_s)
-            delay_s = min(delay_s * 2, 10.0)
+                await episode.failed(ConnectionResetError("the LISTEN connection closed"))
+            await anyio.sleep(episode.delay_s())

@@ -3,6 +3,7 @@
     WorkerError
     ├── ConfigError          a setting is missing or invalid; the worker stops at start
     ├── DatabaseUnavailable  the database cannot be reached at start
+    ├── DatabaseFault        the database refuses the worker until the operator acts (exit 3)
     ├── MigrationError       the schema cannot be brought up to date
     ├── UnknownTask          no handler is registered under a task type
     ├── DuplicateHandler     a task type was registered twice
@@ -33,6 +34,17 @@ class ConfigError(WorkerError):
 
 class DatabaseUnavailable(WorkerError):
     """The database could not be reached within WORKER_CONNECT_TIMEOUT_S."""
+
+
+class DatabaseFault(WorkerError):
+    """A running loop met a database error only the operator can mend: a table, column or
+    function missing (the schema is not this version's), a permission revoked from the
+    worker's role. The daemon stops with this one line and exit code 3."""
+
+    def __init__(self, message: str, *, loop: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.loop = loop
+        self.sqlstate = sqlstate
 
 
 class MigrationError(WorkerError):

@@ -13,7 +13,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from worker import dispatcher, executor, store
+from worker import dispatcher, faults, store
 from worker.clock import Clock
 from worker.config import Settings
 
@@ -117,14 +117,19 @@ async def every(
     name: str,
     run_once: Callable[[], Awaitable[object]],
     on_alive: Callable[[str], None],
+    reset: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run `run_once` every `interval_s`; a database outage is logged and retried next time."""
+    """Run `run_once` every `interval_s`. A failed pass is retried with backoff (at most
+    `interval_s` apart), its fault logged once (worker/faults.py); a fatal fault raises
+    DatabaseFault. `reset`: replaces the pool's sessions when they carry the fault."""
+    episode = faults.Episode(name, log, reset=reset, cap_s=interval_s)
     while True:
         try:
             await run_once()
-            on_alive(name)
-        except store.CONNECTION_ERRORS as exc:
-            log.warning("maintenance_failed", loop=name, error=executor.describe(exc))
-        except Exception:  # a daemon loop must outlive one bad iteration; say so loudly
-            log.exception("maintenance_crashed", loop=name)
+        except Exception as exc:  # a daemon loop outlives all but a fatal fault
+            await episode.failed(exc)
+            await anyio.sleep(min(episode.delay_s(), interval_s))
+            continue
+        episode.ok()
+        on_alive(name)
         await anyio.sleep(interval_s)

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import anyio
 import structlog
 
-from worker import __version__, queries, redact, store
+from worker import __version__, faults, queries, redact, store
 from worker.config import Settings
 
 log = structlog.get_logger("worker.presence")
@@ -91,6 +91,8 @@ class Presence:
         Not a liveness loop of /health: a worker whose role lacks rights on job_workers
         still runs its jobs, and says so in its log."""
         joined = False
+        # Never fatal: the row is for the dashboard, not the jobs.
+        episode = faults.Episode("presence", log, stops=False)
         try:
             while True:
                 try:
@@ -99,10 +101,10 @@ class Presence:
                     else:
                         await self.join()
                         joined = True
-                except store.CONNECTION_ERRORS as exc:
-                    log.warning("presence_failed", error=_describe(exc))
-                except Exception as exc:  # a daemon loop outlives one bad beat; say why
-                    log.warning("presence_failed", error=_describe(exc))
+                except Exception as exc:  # a daemon loop outlives every bad beat
+                    await episode.failed(exc)
+                else:
+                    episode.ok()
                 await anyio.sleep(self.heartbeat_s)
         finally:
             if joined:

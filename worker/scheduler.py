@@ -38,7 +38,7 @@ import pydantic
 import structlog
 from croniter import croniter
 
-from worker import errors, executor, names, store
+from worker import errors, faults, names, store
 from worker.clock import Clock, SystemClock
 from worker.config import Settings
 
@@ -614,17 +614,23 @@ class Scheduler:
 
     async def run(self, on_alive: Callable[[str], None] | None = None) -> None:
         """Pass after pass until cancelled: wake when the next tick is due, and at least
-        every WORKER_SCHEDULER_INTERVAL_S (to see schedules created or changed)."""
+        every WORKER_SCHEDULER_INTERVAL_S (to see schedules created or changed). A failed
+        pass is retried with backoff; a fatal fault raises DatabaseFault."""
         interval_s = self.settings.scheduler_interval_s
         log.info("scheduler_started", interval_s=interval_s)
+        # A pass cut short by a fault is simply run again: ticks already enqueued moved
+        # last_tick_at forward (one statement each), so none is enqueued twice.
+        episode = faults.Episode("scheduler", log, reset=self.db.expire_sessions, cap_s=interval_s)
         while True:
-            wait_s = interval_s
             try:
                 wait_s = await self._pass()
-                if on_alive is not None:
-                    on_alive("scheduler")
-            except store.CONNECTION_ERRORS as exc:
-                log.warning("scheduler_failed", error=executor.describe(exc))
+            except Exception as exc:  # a daemon loop outlives all but a fatal fault
+                await episode.failed(exc)
+                await anyio.sleep(min(episode.delay_s(), interval_s))
+                continue
+            episode.ok()
+            if on_alive is not None:
+                on_alive("scheduler")
             await anyio.sleep(wait_s)
 
     async def _pass(self) -> float:

@@ -223,6 +223,42 @@ async def run(
     schedule ticks (per their missed-tick policy), rescues expired leases, prunes, reports
     to Sentry, then drains; `max_jobs`, `task_types` and `queues` bound the drain.
     """
+    try:
+        return await _run(
+            settings,
+            once=once,
+            max_jobs=max_jobs,
+            task_types=task_types,
+            queues=queues,
+            demo=demo,
+        )
+    except BaseExceptionGroup as group:
+        # A loop met a fatal database fault (task groups wrap what their tasks raise):
+        # the one line it says is the process's last.
+        fault = _database_fault(group)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+def _database_fault(group: BaseExceptionGroup[BaseException]) -> errors.DatabaseFault | None:
+    for exc in group.exceptions:
+        if isinstance(exc, errors.DatabaseFault):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (found := _database_fault(exc)):
+            return found
+    return None
+
+
+async def _run(
+    settings: Settings,
+    *,
+    once: bool,
+    max_jobs: int | None,
+    task_types: list[str] | None,
+    queues: list[str] | None,
+    demo: bool,
+) -> tuple[dispatcher.Summary, OnceReport]:
     registry = _restricted(load_handlers(settings, include_demo=demo), task_types)
     if queues:
         settings = settings.model_copy(update={"queues": queues})
@@ -307,9 +343,15 @@ def _start_loops(
         "rescuer",
         rescuer.run_once,
         observer.loop_alive,
+        db.expire_sessions,
     )
     tg.start_soon(
-        maintenance.every, settings.prune_interval_s, "pruner", pruner.run_once, observer.loop_alive
+        maintenance.every,
+        settings.prune_interval_s,
+        "pruner",
+        pruner.run_once,
+        observer.loop_alive,
+        db.expire_sessions,
     )
     if settings.scheduler:
         cron = scheduler.Scheduler(db, settings)

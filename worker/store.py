@@ -322,6 +322,14 @@ class Store:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=2)
 
+    async def expire_sessions(self) -> None:
+        """Replace every pooled session at its next use (those in use when released): a
+        session keeps read-only mode, a standby it was connected to, prepared statements a
+        migration invalidated."""
+        await self.pool.expire_connections()
+        if self.handler_pool is not self.pool:
+            await self.handler_pool.expire_connections()
+
     async def close(self) -> None:
         if self.handler_pool is not self.pool:
             await self.handler_pool.close()

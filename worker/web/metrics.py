@@ -23,10 +23,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from worker import __version__, executor, observability, store
+from worker import __version__, faults, observability, store
 from worker.config import Settings
 
 log = structlog.get_logger("worker.web.metrics")
+
+# Scrapes of this process, one fault episode at a time (worker/faults.py).
+_FAULT = faults.Episode("metrics", log, stops=False)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _DATABASE_ERRORS: tuple[type[BaseException], ...] = (
@@ -48,9 +51,11 @@ async def exposition(
     try:
         async with asyncio.timeout(timeout_s):
             rows = await db.queue_metrics()
-    except _DATABASE_ERRORS as exc:
-        log.warning("metrics_query_failed", error=executor.describe(exc))
+    except _DATABASE_ERRORS as exc:  # a scrape never stops the worker: logged once a fault
+        await _FAULT.failed(exc)
         rows = None
+    else:
+        _FAULT.ok()
     return render(telemetry, rows, settings)
 
 
