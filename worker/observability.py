@@ -103,6 +103,18 @@ def _route_stdlib_logging(
         root.removeHandler(old)  # configured again (tests, the CLI's subcommands)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
+    pool_logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _PoolFloorRetries) for f in pool_logger.filters):
+        pool_logger.addFilter(_PoolFloorRetries())
+
+
+class _PoolFloorRetries(logging.Filter):
+    """asyncpg's pool logs a warning with a traceback each time it fails to reopen its
+    minimum connections while the database is away (every second or so). The loops
+    already say so once per outage (worker/faults.py: database_fault, database_recovered)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to restore the pool connection floor")
 
 
 _STDLIB_HANDLER = "worker.observability"
