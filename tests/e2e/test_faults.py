@@ -200,16 +200,22 @@ class Rig:
                 f"SELECT count(*) >= 3 FROM job_queue WHERE schedule_name = '{name}'"
                 " AND status = 'succeeded'"
             )
+        # No tick may come due between the last check and the stop (a pass that read the
+        # schedule before this loses its compare-and-set on the revision).
+        await self.db.pool.execute("UPDATE job_schedules SET active = false")
         await self.wait_until("SELECT count(*) = 0 FROM job_queue WHERE status <> 'succeeded'")
 
     async def check_ledger(self) -> None:
         """No job lost: each succeeded and its handler ran (a ledger row per execution).
         No tick doubled or skipped: one job per minute since each schedule was created."""
-        lost = await self.sql(
-            "SELECT count(*) FROM job_queue j WHERE j.status <> 'succeeded'"
+        lost = await self.db.pool.fetch(
+            "SELECT j.id, j.status, j.attempts, j.task_type,"
+            " (SELECT array_agg(r.status || '/' || r.reason) FROM job_runs r"
+            "   WHERE r.job_id = j.id) AS runs"
+            " FROM job_queue j WHERE j.status <> 'succeeded'"
             " OR NOT EXISTS (SELECT 1 FROM soak_ledger l WHERE l.job_id = j.id)"
         )
-        assert lost == 0
+        assert not lost, [dict(row) for row in lost]
         for name, since in self.schedules.items():
             # The tick is in the dedupe key (run_at moves when a job is retried).
             keys = await self.db.pool.fetch(
