@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -31,6 +31,7 @@ from worker import (
     embedded,
     errors,
     executor,
+    faults,
     maintenance,
     migrations,
     observability,
@@ -46,6 +47,8 @@ from worker.web import app as web
 from worker.web.services import DrainRequest, Services
 
 log = structlog.get_logger("worker.service")
+
+_T = TypeVar("_T")
 
 MIN_SERVER_VERSION = 140000
 # Also refused logins, unknown databases and the like: all fatal at start.
@@ -316,17 +319,30 @@ def _restricted(registry: Registry, task_types: list[str] | None) -> Registry:
 async def _once_first(
     db: store.Store, settings: Settings, rescuer: maintenance.Rescuer, report: OnceReport
 ) -> None:
-    """What a cron-style deployment has no other loop for: due ticks, rescue, prune."""
+    """What a cron-style deployment has no other loop for: due ticks, rescue, prune. A step
+    that meets a database fault is logged (one line) and left to the next run; the drain
+    still runs. A fatal fault raises DatabaseFault (exit 3)."""
     if settings.scheduler:
-        passed = await scheduler.Scheduler(db, settings).run_once()
-        report.ticks = [
-            {"schedule": name, "tick": tick.isoformat(), "job_id": job_id}
-            for name, tick, job_id in passed.enqueued
-        ]
-    rescued = await rescuer.run_once()
-    report.rescued = rescued.rescued + rescued.failed
-    pruned = await maintenance.Pruner(db, settings, SystemClock()).run_once()
-    report.pruned_jobs, report.pruned_runs = pruned.jobs_deleted, pruned.runs_deleted
+        passed = await _once_step("scheduler", scheduler.Scheduler(db, settings).run_once)
+        if passed is not None:
+            report.ticks = [
+                {"schedule": name, "tick": tick.isoformat(), "job_id": job_id}
+                for name, tick, job_id in passed.enqueued
+            ]
+    rescued = await _once_step("rescuer", rescuer.run_once)
+    if rescued is not None:
+        report.rescued = rescued.rescued + rescued.failed
+    pruned = await _once_step("pruner", maintenance.Pruner(db, settings, SystemClock()).run_once)
+    if pruned is not None:
+        report.pruned_jobs, report.pruned_runs = pruned.jobs_deleted, pruned.runs_deleted
+
+
+async def _once_step(loop: str, step: Callable[[], Awaitable[_T]]) -> _T | None:
+    try:
+        return await step()
+    except Exception as exc:  # the next run does it again
+        await faults.Episode(loop, log).failed(exc)
+        return None
 
 
 def _start_loops(

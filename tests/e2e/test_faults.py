@@ -488,3 +488,48 @@ async def test_a_fatal_fault_stops_with_one_line_and_exit_3(
     assert sqlstate in errors[0], errors
     assert errors[0].split(":")[1].strip() in loop, errors
     assert "Traceback" not in text
+
+
+# -- a cron-style `--once` run -------------------------------------------------------------
+
+
+def run_once(rig: Rig) -> subprocess.CompletedProcess[str]:
+    env = worker_env(rig.worker_dsn, **ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_once_logs_a_fault_in_its_first_steps_and_still_drains(rig: Rig) -> None:
+    await rig.db.enqueue_many(LEDGER_TASK, [{"n": i, "work_ms": 1} for i in range(5)])
+    await rig.add_overdue_schedule()
+    await rig.db.pool.execute("INSERT INTO fault_switch VALUES ('40001', 'serialization')")
+    for table in ("job_queue", "job_runs"):  # the fault hits the scheduler's write only
+        await rig.db.pool.execute(f"ALTER TABLE {table} DISABLE TRIGGER fault_inject")
+    done = await asyncio.to_thread(run_once, rig)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    faults = [json.loads(line) for line in done.stderr.splitlines() if "database_fault" in line]
+    assert [(f["loop"], f["sqlstate"]) for f in faults] == [("scheduler", "40001")]
+    assert json.loads(done.stdout)["succeeded"] == 5  # the drain ran all the same
+    # Cleared: the next run enqueues every tick the first one could not.
+    await rig.db.pool.execute("DELETE FROM fault_switch")
+    again = await asyncio.to_thread(run_once, rig)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(json.loads(again.stdout)["ticks"]) >= 3
+    await rig.check_ledger()
+
+
+async def test_once_stops_with_one_line_and_exit_3_on_a_fatal_fault(rig: Rig) -> None:
+    await rig.sql(f'REVOKE UPDATE ON job_schedules FROM "{rig.role}"')
+    await rig.add_overdue_schedule()
+    done = await asyncio.to_thread(run_once, rig)
+    assert done.returncode == 3, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "42501" in errors[0] and "scheduler" in errors[0], errors
+    assert "Traceback" not in done.stderr
