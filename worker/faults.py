@@ -54,11 +54,13 @@ _TRANSIENT_CODES = frozenset(
 # Not these codes' every occurrence: 0A000 is also "this feature is not supported".
 _TRANSIENT_MESSAGES = {
     "0A000": "cached plan must not change result type",  # a migration altered a table
+    # The same in a PL/pgSQL function's cached plan (a trigger on an altered table).
+    "42804": "does not match that when preparing the plan",
     "55000": "not currently accepting connections",  # ALTER DATABASE ... ALLOW_CONNECTIONS
 }
 # Sessions opened before the fault keep it: read-only mode and a failover to a standby stay
-# with a connection, and so do prepared statements a migration or a pooler invalidated.
-_RECONNECT_CODES = frozenset({"25006", "26000", "42P05", "0A000", "25P02"})
+# with a connection, and so do plans a migration or a pooler invalidated.
+_RECONNECT_CODES = frozenset({"25006", "26000", "42P05", "0A000", "42804", "25P02"})
 _FATAL_CODES = {
     "42P01": "a table the worker needs is missing",
     "42703": "a column the worker needs is missing",
@@ -98,7 +100,9 @@ def classify(exc: BaseException) -> Fault:
     """Sort `exc` (raised by a statement, or by getting a connection for it)."""
     if isinstance(exc, asyncpg.PostgresError):
         code = str(getattr(exc, "sqlstate", None) or "XX000")
-        return Fault(_kind(code, str(exc)), code, describe(exc), code in _RECONNECT_CODES)
+        kind = _kind(code, str(exc))
+        reconnect = kind == "transient" and code in _RECONNECT_CODES
+        return Fault(kind, code, describe(exc), reconnect)
     if isinstance(exc, asyncpg.OutdatedSchemaCacheError):
         return Fault("transient", "connection", describe(exc), reconnect=True)
     if isinstance(exc, _CONNECTION_ERRORS):

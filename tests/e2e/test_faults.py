@@ -405,16 +405,21 @@ async def test_column_type_changed_under_prepared_statements(rig: Rig) -> None:
     rig.start()
     await rig.produce()
     await rig.flowing()
-    await rig.add_overdue_schedule()
-    # The claim returns priority and the scheduler reads missed: both change type here.
+    await rig.add_overdue_schedule()  # fired: the schedules trigger's plan is cached
+    name = list(rig.schedules)[-1]
+    await rig.wait_until(f"SELECT count(*) >= 3 FROM job_queue WHERE schedule_name = '{name}'")
+    # The claim returns priority; the schedules trigger reads missed: both change type.
     # asyncpg re-prepares a statement the server calls stale outside a transaction, so the
-    # loops see nothing; inside one (the schedule file sync) 0A000 is a transient fault.
+    # claim sees nothing; the trigger's cached PL/pgSQL plan fails (42804) in every session
+    # that ran it, until the session is replaced.
     await rig.sql("ALTER TABLE job_queue ALTER COLUMN priority TYPE integer")
     await rig.sql("ALTER TABLE job_schedules ALTER COLUMN missed TYPE varchar(16)")
+    await rig.db.expire_sessions()  # the test's own sessions ran that trigger too
+    await rig.add_overdue_schedule()
     await during(rig, 1.5)
-    await rig.sql("ALTER TABLE job_queue ALTER COLUMN priority TYPE smallint")
-    await during(rig, 1.0)
-    await rig.finish({"0A000"}, set())
+    # Whether a session of the worker that cached the trigger's plan runs the next fire is
+    # up to its pool: if one does, its fault must be transient and recover (check_recovered).
+    await rig.finish({"42804", "0A000"}, set())
 
 
 # -- connection loss mid-statement -------------------------------------------------------------

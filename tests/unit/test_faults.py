@@ -52,6 +52,12 @@ def test_feature_not_supported_is_transient_only_for_an_invalidated_plan() -> No
     assert faults.classify(cached).kind == "transient"
     assert faults.classify(cached).reconnect
     assert faults.classify(pg_error("0A000", "LISTEN is not supported")).kind == "unexpected"
+    stale = pg_error(
+        "42804",
+        "type of parameter 23 (character varying) does not match that when preparing the plan",
+    )
+    assert faults.classify(stale).kind == "transient" and faults.classify(stale).reconnect
+    assert faults.classify(pg_error("42804", "column is of type integer")).kind == "unexpected"
 
 
 @pytest.mark.parametrize("sqlstate", ["42P01", "42883", "42703", "42501", "3F000"])
