@@ -479,7 +479,7 @@ def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         print(json.dumps({"applied": shown}))
         return EXIT_OK
     if command in ("serve", "dashboard"):
-        _run(service.serve, settings, host=args.host, port=args.port)
+        _run(service.serve, settings, host=args.host, port=args.port, exiting=True)
         return EXIT_OK
     if command == "demo":
         summary, report = _run(service.demo, settings, jobs=args.jobs)
@@ -522,6 +522,7 @@ def _run_command(args: argparse.Namespace, settings: config.Settings) -> int:
     summary, report = _run(
         service.run,
         settings,
+        exiting=True,
         once=args.once,
         max_jobs=args.max_jobs,
         task_types=args.task_type,
