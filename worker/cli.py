@@ -25,6 +25,10 @@ from worker.admin.store import Actor, AdminStore, JobRequest
 from worker.registry import Registry
 
 _MAX_DEDUPE_KEY_CHARS = 512  # job_queue_dedupe_key_check
+# A refusal is one line, and echoes input only in part (values.cut): whatever an error
+# carries, no line is longer than this.
+_MAX_ERROR_CHARS = 1000
+_MAX_USAGE_ERROR_CHARS = 300
 
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
@@ -156,8 +160,17 @@ class _Parser(argparse.ArgumentParser):
     with --help) and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        _print_error(errors.WorkerError(f"{self.prog}: {message} (see --help)"))
+        # "unrecognized arguments: ..." lists them all, whatever their length.
+        text = values.cut(message, _MAX_USAGE_ERROR_CHARS)
+        _print_error(errors.WorkerError(f"{self.prog}: {text} (see --help)"))
         raise SystemExit(EXIT_USAGE)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse quotes a refused choice whole.
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(repr, action.choices))
+            shown = values.shown(value) if isinstance(value, str) else repr(value)
+            raise argparse.ArgumentError(action, f"invalid choice: {shown} (choose from {choices})")
 
     def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
         # `--queue=--` gives the option the value "--" (a valid queue name); argparse up to
@@ -423,7 +436,7 @@ def _print_error(exc: Exception) -> None:
     """`error: ...` as one line on stderr: names, cron strings and database messages may
     carry newlines or terminal control characters, which are shown escaped."""
     text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(exc))
-    print(f"error: {text}", file=sys.stderr)
+    print(f"error: {values.cut(text, _MAX_ERROR_CHARS)}", file=sys.stderr)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -467,7 +480,7 @@ def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         print(json.dumps({"applied": shown}))
         return EXIT_OK
     if command in ("serve", "dashboard"):
-        _run(service.serve, settings, host=args.host, port=args.port)
+        _run(service.serve, settings, host=args.host, port=args.port, exiting=True)
         return EXIT_OK
     if command == "demo":
         summary, report = _run(service.demo, settings, jobs=args.jobs)
@@ -510,6 +523,7 @@ def _run_command(args: argparse.Namespace, settings: config.Settings) -> int:
     summary, report = _run(
         service.run,
         settings,
+        exiting=True,
         once=args.once,
         max_jobs=args.max_jobs,
         task_types=args.task_type,

@@ -14,7 +14,7 @@ from uuid import UUID
 import anyio.to_thread
 import pydantic
 
-from worker import backoff, errors, redact, store, tracing
+from worker import backoff, errors, redact, store, tracing, values
 from worker.clock import Clock
 from worker.registry import Handler, JobContext, JobResult
 
@@ -124,8 +124,12 @@ def parse_payload(handler: Handler, raw: Any) -> pydantic.BaseModel:
 
 
 def problems_of(exc: pydantic.ValidationError) -> list[tuple[str, str]]:
-    """(dotted field path, message) for each error pydantic found."""
-    return [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+    """(dotted field path, message) for each error pydantic found. A payload's keys are
+    the caller's: each part of the path is cut (a 10 MB key is not echoed whole)."""
+    return [
+        (".".join(values.cut(str(p)) for p in e["loc"]), values.cut(e["msg"], 500))
+        for e in exc.errors()
+    ]
 
 
 class Deadlines:

@@ -38,7 +38,7 @@ import pydantic
 import structlog
 from croniter import croniter
 
-from worker import errors, faults, names, store
+from worker import errors, faults, names, store, values
 from worker.clock import Clock, SystemClock
 from worker.config import Settings
 
@@ -168,7 +168,7 @@ def timezone_error(tz: object) -> str | None:
     """Why `tz` is not an IANA timezone name (such as UTC or Europe/London), or None."""
     if not isinstance(tz, str) or not tz:
         return "a timezone is required"
-    unknown = f"unknown timezone '{tz}': use an IANA name such as UTC or Europe/London"
+    unknown = f"unknown timezone '{values.cut(tz)}': use an IANA name such as UTC or Europe/London"
     head = tz.split("/")[0]
     if (
         not _TZ_SHAPE.fullmatch(tz)
@@ -178,7 +178,11 @@ def timezone_error(tz: object) -> str | None:
         return unknown
     if tz not in _zone_names():
         canonical = {name.lower(): name for name in _zone_names()}.get(tz.lower())
-        return f"unknown timezone '{tz}': did you mean '{canonical}'?" if canonical else unknown
+        return (
+            f"unknown timezone '{values.cut(tz)}': did you mean '{canonical}'?"
+            if canonical
+            else unknown
+        )
     return None
 
 
@@ -214,14 +218,14 @@ def _name_problem(value: Any) -> str | None:
         return "a schedule name is required"
     if isinstance(value, str) and names.is_schedule(value):
         return None
-    return f"invalid schedule name '{value}': use {names.SCHEDULE_RULE}"
+    return f"invalid schedule name '{values.cut(str(value))}': use {names.SCHEDULE_RULE}"
 
 
 def _cron_problem(value: Any) -> str | None:
     problem = cron_error(value)
     if problem is None or value is None:
         return problem
-    return f"invalid cron expression '{value}': {problem}"
+    return f"invalid cron expression '{values.cut(str(value))}': {problem}"
 
 
 def _task_type_problem(value: Any) -> str | None:
@@ -229,7 +233,7 @@ def _task_type_problem(value: Any) -> str | None:
         return "a task type is required"
     if isinstance(value, str) and names.is_task_type(value):
         return None
-    return f"invalid task type '{value}': use {names.TASK_TYPE_RULE}"
+    return f"invalid task type '{values.cut(str(value))}': use {names.TASK_TYPE_RULE}"
 
 
 def _payload_problem(value: Any) -> str | None:
@@ -241,7 +245,7 @@ def _queue_problem(value: Any) -> str | None:
         return "a queue is required"
     if isinstance(value, str) and names.is_queue(value):
         return None
-    return f"invalid queue name '{value}': use {names.QUEUE_RULE}"
+    return f"invalid queue name '{values.cut(str(value))}': use {names.QUEUE_RULE}"
 
 
 def _priority_problem(value: Any) -> str | None:
@@ -259,7 +263,7 @@ def _max_attempts_problem(value: Any) -> str | None:
 def _missed_problem(value: Any) -> str | None:
     if value in POLICIES:
         return None
-    return f"invalid missed-tick policy '{value}': use latest, skip or all"
+    return f"invalid missed-tick policy '{values.cut(str(value))}': use latest, skip or all"
 
 
 # -- tick math ----------------------------------------------------------------------------

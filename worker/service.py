@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -219,12 +219,14 @@ async def run(
     task_types: list[str] | None = None,
     queues: list[str] | None = None,
     demo: bool = False,
+    exiting: bool = False,
 ) -> tuple[dispatcher.Summary, OnceReport]:
     """Run until stopped (SIGTERM/SIGINT) or, with `once`, until no due job is left.
 
     `once` is a whole cron-runner pass (GitHub Actions, Railway cron): it fires the due
     schedule ticks (per their missed-tick policy), rescues expired leases, prunes, reports
     to Sentry, then drains; `max_jobs`, `task_types` and `queues` bound the drain.
+    `exiting`: the process ends after this (the CLI), see _stop_signals.
     """
     try:
         return await _run(
@@ -234,6 +236,7 @@ async def run(
             task_types=task_types,
             queues=queues,
             demo=demo,
+            exiting=exiting,
         )
     except BaseExceptionGroup as group:
         # A loop met a fatal database fault (task groups wrap what their tasks raise):
@@ -261,6 +264,7 @@ async def _run(
     task_types: list[str] | None,
     queues: list[str] | None,
     demo: bool,
+    exiting: bool,
 ) -> tuple[dispatcher.Summary, OnceReport]:
     registry = _restricted(load_handlers(settings, include_demo=demo), task_types)
     if queues:
@@ -288,7 +292,7 @@ async def _run(
                 await stack.enter_async_context(_web(services, None, settings.http_port))
             # Signals are taken over before the first claim, so a stop from here on is a
             # graceful one (until then worker/__main__.py exits quietly).
-            signals = stack.enter_context(anyio.open_signal_receiver(*_STOP_SIGNALS))
+            signals = stack.enter_context(_stop_signals(exiting=exiting))
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(_forward_signals, signals, worker)
             if once:
@@ -378,6 +382,26 @@ def _start_loops(
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+@contextlib.contextmanager
+def _stop_signals(*, exiting: bool) -> Iterator[AsyncIterator[int]]:
+    """SIGTERM and SIGINT as a stream while the block runs. Leaving the receiver gives them
+    their default action, so a second signal during the rest of the stop (closing the HTTP
+    server and the pools, the interpreter's own exit: a few hundred ms) killed the process
+    by the signal (exit 143 or 130) after a clean shutdown. `exiting` (the process ends
+    after this stop): they are ignored from then on, since the stop under way is what
+    either asks for; otherwise the handlers in place before come back."""
+    before = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    try:
+        with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+            yield signals
+    finally:
+        for signum, handler in before.items():
+            if exiting:
+                signal.signal(signum, signal.SIG_IGN)
+            else:
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 async def _forward_signals(signals: AsyncIterator[int], worker: dispatcher.Dispatcher) -> None:
     async for signum in signals:
         log.info("signal_received", signal=signal.Signals(signum).name)
@@ -432,7 +456,9 @@ def _web(
     )
 
 
-async def serve(settings: Settings, *, host: str | None, port: int | None) -> None:
+async def serve(
+    settings: Settings, *, host: str | None, port: int | None, exiting: bool = False
+) -> None:
     """The web application alone until SIGTERM/SIGINT: the API (its drain runs jobs here,
     for deployments without a daemon), the dashboard, /health and /metrics."""
     registry = load_handlers(settings)
@@ -440,7 +466,7 @@ async def serve(settings: Settings, *, host: str | None, port: int | None) -> No
         services = web_services(settings, db, registry, None)
         bind_port = port if port is not None else (settings.http_port or 8080)
         async with _web(services, host, bind_port):
-            with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+            with _stop_signals(exiting=exiting) as signals:
                 async for signum in signals:
                     log.info("signal_received", signal=signal.Signals(signum).name)
                     break

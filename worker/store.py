@@ -271,15 +271,74 @@ async def connect(
             hint="set WORKER_POOLER_MODE=true when connecting through a transaction pooler",
         )
         pool = await engine_pool({"application_name": "worker"})
-    handlers = await asyncpg.create_pool(
+    handlers = await HandlerPool(
         dsn,
         min_size=0,
         max_size=max_size,
-        statement_cache_size=statement_cache_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        setup=None,
         init=init_connection,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        statement_cache_size=statement_cache_size,
         server_settings={"application_name": "worker-handlers"},
     )
     return Store(pool, dsn, handlers)
+
+
+_HANDLER_PING_TIMEOUT_S = 5.0
+
+
+class HandlerPool(asyncpg.Pool):
+    """The handlers' pool (JobContext.pool): it hands out only connections that answer.
+    After a database restart or a terminated backend, an idle pooled connection may not
+    know yet that the server has closed it (the notice sits unread in its socket), and the
+    handler's first statement on it failed: an attempt spent on the worker's connection,
+    not the job. Each acquire pings first (one round trip, on this pool only: the engine's
+    per-job statements do not go through it) and replaces a dead connection; a connection
+    error is the handler's only when a fresh connection fails too."""
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return _CheckedAcquire(self, timeout)
+
+    async def checked(self, wait_s: float | None) -> Any:
+        tries = self.get_max_size() + 1  # every idle connection may be dead, then one fresh
+        for left in range(tries - 1, -1, -1):
+            conn = await asyncpg.Pool.acquire(self, timeout=wait_s)
+            try:
+                await conn.execute(QUERIES["ping"], timeout=_HANDLER_PING_TIMEOUT_S)
+            except CONNECTION_ERRORS:
+                await self.release(conn)  # closed: its slot reconnects on the next acquire
+                if left == 0:
+                    raise
+                continue
+            except BaseException:
+                await self.release(conn)
+                raise
+            return conn
+        raise AssertionError("unreachable")
+
+
+class _CheckedAcquire:
+    """`async with pool.acquire() as conn` and `conn = await pool.acquire()`, as asyncpg's."""
+
+    def __init__(self, pool: HandlerPool, timeout: float | None) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.conn: Any = None
+
+    async def __aenter__(self) -> Any:
+        self.conn = await self.pool.checked(self.timeout)
+        return self.conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        conn, self.conn = self.conn, None
+        await self.pool.release(conn)
+
+    def __await__(self) -> Any:
+        return self.pool.checked(self.timeout).__await__()
 
 
 class Listener:

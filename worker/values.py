@@ -9,11 +9,18 @@ import math
 from typing import Any
 
 SHOWN_CHARS = 60
+CUT_CHARS = 64
+"""What the SQL functions keep of a value they refuse (schema/0013_cut_echoes.sql)."""
 
 
 def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     """`text` for an error message: quoted, cut to `limit` characters."""
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def cut(text: str, limit: int = CUT_CHARS) -> str:
+    """`text` as the SQL functions echo it: its first `limit` characters, then '...'."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def text_problem(text: str) -> str | None:

@@ -724,3 +724,53 @@ async def _attack(dsn: str, orders: str) -> tuple[list[str], str]:
         return [n for n in notices if n.startswith("hijacked")], str(raised.value)
     finally:
         await conn.close()
+
+
+# Every admin command, as the worker's role runs it: what the role may not do, it is told in
+# one line naming the right it lacks (SQLSTATE 42501), exit code 2.
+ADMIN_COMMANDS = [
+    ("pause", "default"),
+    ("resume", "default"),
+    ("retry", "{job}"),
+    ("cancel", "{job}"),
+    ("enqueue", "test_ok"),
+    ("schedules", "list"),
+    ("schedules", "add", "nightly", "--cron", "@daily", "--task", "test_ok"),
+    ("schedules", "set", "nightly", "--cron", "@hourly"),
+    ("schedules", "pause", "nightly"),
+    ("schedules", "resume", "nightly"),
+    ("schedules", "remove", "nightly"),
+    ("schedules", "history", "nightly"),
+]
+
+
+async def test_admin_commands_as_the_worker_role_are_one_line_refusals(
+    admin_dsn: str, empty_dsn: str
+) -> None:
+    await migrate(empty_dsn)
+    owner = await asyncpg.connect(empty_dsn)
+    try:
+        job = await owner.fetchval(
+            "INSERT INTO job_queue (task_type, status) VALUES ('test_ok', 'failed') RETURNING id"
+        )
+        async with login(admin_dsn, empty_dsn, "jw", roles.WORKER_ROLE) as worker_login:
+            member_dsn = roles.as_user(empty_dsn, worker_login)
+            for command in ADMIN_COMMANDS:
+                argv = [arg.format(job=job) for arg in command]
+                done = await asyncio.to_thread(
+                    run_cli, *argv, dsn=member_dsn, WORKER_HANDLER_MODULES="tests.support.handlers"
+                )
+                assert done.returncode == 2, (argv, done.stderr[-2000:])
+                [line] = done.stderr.splitlines()
+                assert line.startswith("error: permission denied for "), (argv, line)
+                assert "cannot run admin commands" in line, (argv, line)
+                assert done.stdout == "", argv
+        unchanged = await owner.fetchrow(
+            "SELECT (SELECT status FROM job_queue WHERE id = $1) AS status,"
+            " (SELECT count(*) FROM job_schedules) AS schedules,"
+            " (SELECT count(*) FROM job_queue_pauses) AS pauses",
+            job,
+        )
+        assert tuple(unchanged) == ("failed", 0, 0)
+    finally:
+        await owner.close()

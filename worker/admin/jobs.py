@@ -12,7 +12,7 @@ from typing import Any
 import pydantic
 import structlog
 
-from worker import errors, executor
+from worker import errors, executor, values
 from worker.admin.store import Actor, AdminStore, Enqueued, JobFilter, JobRequest, Record
 from worker.registry import Registry
 
@@ -42,7 +42,7 @@ def check_payload(registry: Registry, task_type: str, payload: Any, *, force: bo
             return
         known = ", ".join(registry.names()) or "none"
         raise errors.UnknownTask(
-            f"no handler for task type {task_type!r} in this worker (known: {known}); "
+            f"no handler for task type {values.shown(task_type)} in this worker (known: {known}); "
             "force it to enqueue a task another service handles"
         )
     try:
@@ -147,7 +147,7 @@ class BulkResult:
 def bulk_states(action: str, status: str | None) -> tuple[str, ...]:
     """The states `action` applies to among those the filter allows (none: nothing to do)."""
     if action not in BULK_STATES:
-        raise errors.InvalidInput(f"unknown bulk action {action!r}")
+        raise errors.InvalidInput(f"unknown bulk action {values.shown(action)}")
     states = BULK_STATES[action]
     return states if status is None else tuple(s for s in states if s == status)
 

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from worker import errors, executor, store
+from worker import errors, executor, store, values
 from worker.web.api import security
 from worker.web.api.models import Problem
 from worker.web.services import Services
@@ -135,7 +135,8 @@ def _validation(exc: RequestValidationError, path: str) -> Response:
     fields: list[dict[str, str]] = []
     malformed = False
     for error in exc.errors():
-        loc = [str(part) for part in error.get("loc", ())]
+        # Field names come from the request: cut, as every echoed value is.
+        loc = [values.cut(str(part)) for part in error.get("loc", ())]
         if error.get("type") == "json_invalid":
             malformed = True
             continue
