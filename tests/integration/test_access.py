@@ -679,7 +679,8 @@ async def _arm(dsn: str, attacker: str, orders: str) -> None:
         for statement in (
             f'GRANT CREATE ON SCHEMA public TO "{attacker}"',
             f'GRANT CREATE ON DATABASE "{database}" TO "{attacker}"',
-            f'GRANT EXECUTE ON FUNCTION {enqueue}, job_schedule_toggle(text, boolean) TO "{attacker}"',
+            f"GRANT EXECUTE ON FUNCTION {enqueue}, job_schedule_toggle(text, boolean)"
+            f' TO "{attacker}"',
             f'GRANT INSERT ON {orders} TO "{attacker}"',
             f'CREATE POLICY own_orders ON {orders} FOR INSERT TO "{attacker}" WITH CHECK (true)',
         ):
