@@ -430,7 +430,7 @@ begin
   if status is not null
      and status not in ('waiting', 'pending', 'running', 'succeeded', 'failed', 'cancelled') then
     raise exception using errcode = 'invalid_parameter_value',
-      message = format('invalid status %s: use waiting, pending, running, succeeded, failed or cancelled',
+      message = format('invalid status %s: one of waiting pending running succeeded failed cancelled',
                        public.job_queue_shown(status));
   end if;
   if queue is not null and queue !~ '^[A-Za-z0-9_.:-]{1,64}$' then

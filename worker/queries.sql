@@ -481,6 +481,11 @@ UNION ALL
 SELECT queue, 'running', count(*), 0::float8
   FROM job_queue
  WHERE status = 'running'
+ GROUP BY queue
+UNION ALL
+SELECT queue, 'waiting', count(*), 0::float8
+  FROM job_queue
+ WHERE status = 'waiting'
  GROUP BY queue;
 
 -- == scheduler ==

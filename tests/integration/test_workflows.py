@@ -17,11 +17,13 @@ import asyncpg
 import pydantic
 import pytest
 
+from tests.integration import test_api, test_dashboard_routes
 from tests.integration.test_schema import _claim_args, _rows_read
 from tests.support import factories
 from worker import dispatcher, errors, maintenance, store
 from worker.admin import jobs as admin_jobs
-from worker.admin.store import Actor, AdminStore
+from worker.admin import status as admin_status
+from worker.admin.store import Actor, AdminStore, JobFilter
 from worker.queries import QUERIES
 from worker.registry import Handler, JobContext, JobResult, JobSpec, Registry, enqueue_group
 
@@ -530,3 +532,119 @@ async def test_three_workers_never_start_a_child_before_its_parents_succeeded(
     assert counts == {"succeeded": 90, "failed": 5, "cancelled": 5}
     stranded = await db.pool.fetchval("SELECT count(*) FROM job_queue WHERE has_children")
     assert stranded == 0
+
+
+# -- visible: admin show, status, the HTTP API, the dashboard, the CLI -----------------------
+
+
+async def test_show_lists_parents_and_children_and_status_counts_waiting(
+    db: store.Store, admin: AdminStore
+) -> None:
+    top = await enqueue(db)
+    mid = await enqueue(db, depends_on=[top])
+    low = await enqueue(db, "collect", depends_on=[top, mid])
+    shown = await admin_jobs.show(admin, mid)
+    assert [(p["id"], p["task_type"], p["status"]) for p in shown["parents"]] == [
+        (top, "step", "pending")
+    ]
+    assert [(c["id"], c["status"]) for c in shown["children"]] == [(low, "waiting")]
+    assert [c["id"] for c in (await admin_jobs.show(admin, top))["children"]] == [mid, low]
+    report = await admin_status.report(admin, Registry())
+    assert report["waiting"] == 2
+    assert {"queue": "default", "task_type": "step", "status": "waiting", "jobs": 1} in report[
+        "counts"
+    ]
+
+
+async def test_http_api_enqueues_with_parents_and_shows_them(
+    db: store.Store, make_settings: Any
+) -> None:
+    parent = await enqueue(db)
+    async with test_api.api(db, make_settings) as client:
+        made = await client.post(
+            "/api/v1/jobs",
+            json={"task_type": "step", "force": True, "depends_on": [parent]},
+            headers=test_api.bearer(test_api.ADMIN),
+        )
+        assert made.status_code == 201, made.text
+        assert made.json()["status"] == "waiting"
+        child = made.json()["job_id"]
+        regardless = await client.post(
+            "/api/v1/jobs",
+            json={
+                "task_type": "step",
+                "force": True,
+                "depends_on": [parent, child],
+                "on_parent_failure": "run",
+            },
+            headers=test_api.bearer(test_api.ADMIN),
+        )
+        assert regardless.status_code == 201, regardless.text
+        missing = await client.post(
+            "/api/v1/jobs",
+            json={"task_type": "step", "force": True, "depends_on": [parent, 10**12]},
+            headers=test_api.bearer(test_api.ADMIN),
+        )
+        assert missing.status_code == 422, missing.text
+        assert missing.json()["detail"] == f"depends_on: no job {10**12}"
+        assert missing.json()["errors"][0]["pointer"] == "#/depends_on"
+        both = await client.post(
+            "/api/v1/jobs",
+            json={"task_type": "step", "force": True, "depends_on": [parent], "dedupe_key": "k"},
+            headers=test_api.bearer(test_api.ADMIN),
+        )
+        assert both.status_code == 422, both.text
+        detail = await client.get(f"/api/v1/jobs/{child}", headers=test_api.bearer(test_api.ADMIN))
+        assert detail.status_code == 200, detail.text
+        body = detail.json()
+        assert [(p["id"], p["status"]) for p in body["parents"]] == [(parent, "pending")]
+        assert [(c["id"], c["status"]) for c in body["children"]] == [
+            (regardless.json()["job_id"], "waiting")
+        ]
+        listed = await client.get(
+            "/api/v1/jobs?status=waiting", headers=test_api.bearer(test_api.ADMIN)
+        )
+        assert [j["id"] for j in listed.json()["jobs"]] == [regardless.json()["job_id"], child]
+        cancelled = await client.post(
+            f"/api/v1/jobs/{parent}/cancel", headers=test_api.bearer(test_api.ADMIN)
+        )
+        assert cancelled.status_code == 200, cancelled.text
+    assert await status(db, parent, child, regardless.json()["job_id"]) == [
+        "cancelled",
+        "cancelled",
+        "pending",
+    ]
+
+
+async def test_dashboard_job_page_lists_parents_and_children(
+    db: store.Store, make_settings: Any
+) -> None:
+    parent = await enqueue(db)
+    child = await enqueue(db, "collect", depends_on=[parent])
+    async with test_dashboard_routes.running_site(db, make_settings) as site:
+        await site.login()
+        page = await site.client.get(f"/dashboard/jobs/{child}")
+        assert page.status_code == 200
+        assert 'id="parents"' in page.text
+        assert f'<a href="/dashboard/jobs/{parent}">{parent}</a>' in page.text
+        assert "badge-waiting" in page.text
+        top = await site.client.get(f"/dashboard/jobs/{parent}")
+        assert f'<a href="/dashboard/jobs/{child}">{child}</a>' in top.text
+        overview = await site.client.get("/dashboard/")
+        assert 'data-testid="count-waiting"' in overview.text
+        listed = await site.client.get("/dashboard/jobs?status=waiting")
+        assert f'<a href="/dashboard/jobs/{child}">{child}</a>' in listed.text
+    plan = await admin_jobs.bulk_plan(AdminStore(db.pool), "cancel", JobFilter())
+    assert plan.counts == {"waiting": 1, "pending": 1, "running": 0}
+    done = await admin_jobs.bulk_apply(
+        AdminStore(db.pool),
+        Actor("test"),
+        "cancel",
+        JobFilter(status="pending"),
+        max_id=plan.max_id or 0,
+        expected=1,
+    )
+    assert done.changed == 1
+    assert await status(db, parent, child) == ["cancelled", "cancelled"]
+    [run] = await factories.runs(db, child)
+    assert run["reason"] == "parent_failed"
