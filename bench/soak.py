@@ -21,6 +21,11 @@ How it works:
   marker row in the same transaction, so a batch whose commit reply a restart swallowed is
   neither lost nor enqueued twice;
 - `--schedules` schedules `* * * * *` with missed = 'all' enqueue `soak_tick` jobs;
+- `--workflow-share` of the batches enqueue their ledger jobs as workflows instead: chains
+  of four (each job depending on the one before) and groups (three children and a
+  finalizer depending on all of them), through job_queue_enqueue and
+  job_queue_enqueue_group; the checks then also prove that no child ran before each
+  parent's success was committed, and that no job was left waiting;
 - meanwhile a seeded chaos loop, at random intervals, SIGKILLs or SIGTERMs a random worker
   among those holding running jobs (and starts a replacement at once), or restarts
   PostgreSQL (`pg_ctl restart -m fast`, or `-m immediate`: a crash and recovery);
@@ -89,6 +94,9 @@ INSERT INTO job_queue (task_type, payload)
 SELECT $2, p::jsonb FROM unnest($3::text[]) AS p
 """
 
+ENQUEUE_CHILD = "SELECT job_queue_enqueue($1, $2::text::jsonb, depends_on => $3::bigint[])"
+ENQUEUE_GROUP = "SELECT job_queue_enqueue_group($1::text::jsonb, $2::text::jsonb)"
+
 CREATE_SCHEDULE = """
 SELECT name, created_at FROM job_schedule_create(
   name => $1, cron => '* * * * *', task_type => $2, payload => '{"work_ms": 1}'::jsonb,
@@ -138,6 +146,51 @@ class AuditRow:
     worker_id: str | None
     status: str
     finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """A workflow dependency (job_dependencies) with what the checks need of both ends."""
+
+    child_id: int
+    parent_id: int
+    parent_status: str
+    parent_finished_at: datetime | None
+
+
+@dataclass
+class Workflows:
+    edges: int = 0
+    early: list[str] = field(default_factory=list)
+    """Executions of a child that started before its parent's success was committed."""
+    stranded: int = 0
+    """Jobs still waiting after the drain, or final with children never released."""
+
+
+def account_workflows(
+    edges: Iterable[Edge], ledger: Iterable[Execution], stranded: int
+) -> Workflows:
+    """Every execution of a child began after each parent succeeded: the parent's
+    finished_at is its finishing transaction's start, so before its commit."""
+    first: dict[int, datetime] = {}
+    for execution in ledger:
+        if execution.job_id not in first or execution.at < first[execution.job_id]:
+            first[execution.job_id] = execution.at
+    result = Workflows(stranded=stranded)
+    for edge in edges:
+        result.edges += 1
+        started = first.get(edge.child_id)
+        if started is None:
+            continue  # never ran: counted as lost if it did not succeed
+        done = edge.parent_finished_at
+        if edge.parent_status != "succeeded" or done is None or started <= done:
+            result.early.append(
+                f"job {edge.child_id} ran at {started:%H:%M:%S.%f}; parent {edge.parent_id}"
+                f" {edge.parent_status} at {done:%H:%M:%S.%f}"
+                if done
+                else f"job {edge.child_id} ran; parent {edge.parent_id} {edge.parent_status}"
+            )
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +417,9 @@ class Report:
     executions_without_audit: int
     rescued_attempts: int
     inflight_at_kills: int
+    workflow_edges: int
+    children_early: int
+    stranded: int
     produce_s: float
     drain_s: float
     total_s: float
@@ -397,6 +453,10 @@ class Report:
             ("executions without a job_runs row", self.executions_without_audit),
             ("jobs in flight on the SIGKILLed workers", self.inflight_at_kills),
             ("attempts rescued after an expired lease", self.rescued_attempts),
+            (
+                "workflow edges checked / children run early / jobs stranded",
+                f"{self.workflow_edges} / {self.children_early} / {self.stranded}",
+            ),
             ("enqueue + chaos phase", f"{self.produce_s:.1f} s"),
             ("time to drain after the chaos", f"{self.drain_s:.1f} s"),
             ("wall time", f"{self.total_s:.1f} s"),
@@ -412,7 +472,13 @@ class Report:
 
 
 def failures_of(
-    lost: Lost, runs: Executions, ticks: Ticks, chaos: Chaos, drained: bool
+    lost: Lost,
+    runs: Executions,
+    ticks: Ticks,
+    chaos: Chaos,
+    drained: bool,
+    *,
+    flows: Workflows | None = None,
 ) -> list[str]:
     """One line per failed check; empty when the run passed."""
     problems: list[str] = []
@@ -433,6 +499,12 @@ def failures_of(
         )
     if runs.no_audit:
         problems.append(f"{runs.no_audit} execution(s) without a job_runs row")
+    if flows is not None and flows.early:
+        problems.append(
+            f"{len(flows.early)} child execution(s) before a parent's success: {flows.early[:5]}"
+        )
+    if flows is not None and flows.stranded:
+        problems.append(f"{flows.stranded} workflow job(s) stranded (waiting, or never released)")
     return problems + tick_failures(ticks) + fleet_failures(chaos)
 
 
@@ -646,6 +718,7 @@ class Config:
     concurrency: int
     lease_s: float
     drain_timeout_s: float
+    workflow_share: float
     json_path: Path | None
     log_level: str
     command: str
@@ -689,7 +762,10 @@ async def produce(pool: asyncpg.Pool, cfg: Config, rng: random.Random, timings: 
             json.dumps({"n": n, "work_ms": round(rng.uniform(0.5, 2) * cfg.work_ms, 2)})
             for n in range(first, min(first + per_batch, cfg.jobs))
         ]
-        await enqueue_once(pool, batch, payloads)
+        if rng.random() < cfg.workflow_share:
+            await enqueue_flows_once(pool, batch, payloads)
+        else:
+            await enqueue_once(pool, batch, payloads)
         await asyncio.sleep(max(0.0, start + (batch + 1) * interval_s - time.monotonic()))
 
 
@@ -703,6 +779,38 @@ async def enqueue_once(pool: asyncpg.Pool, batch: int, payloads: list[str]) -> N
             return  # an earlier try committed
         except store.CONNECTION_ERRORS:
             await asyncio.sleep(0.2)
+
+
+async def enqueue_flows_once(pool: asyncpg.Pool, batch: int, payloads: list[str]) -> None:
+    """A batch as workflows, exactly once (its marker in the same transaction): chains of
+    four and groups of three children and a finalizer, alternately."""
+    while True:
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("INSERT INTO soak_batches (batch) VALUES ($1)", batch)
+                for n, first in enumerate(range(0, len(payloads), 4)):
+                    part = payloads[first : first + 4]
+                    if n % 2 == 0 or len(part) < 4:
+                        await _chain(conn, part)
+                    else:
+                        children = [
+                            {"task_type": LEDGER_TASK, "payload": json.loads(p)} for p in part[:3]
+                        ]
+                        final = {"task_type": LEDGER_TASK, "payload": json.loads(part[3])}
+                        await conn.fetchval(ENQUEUE_GROUP, json.dumps(children), json.dumps(final))
+            return
+        except asyncpg.UniqueViolationError:
+            return  # an earlier try committed
+        except store.CONNECTION_ERRORS:
+            await asyncio.sleep(0.2)
+
+
+async def _chain(conn: Any, payloads: list[str]) -> None:
+    parent: int | None = None
+    for payload in payloads:
+        parent = await conn.fetchval(
+            ENQUEUE_CHILD, LEDGER_TASK, payload, None if parent is None else [parent]
+        )
 
 
 async def chaos_loop(
@@ -778,8 +886,8 @@ async def wait_drained(pool: asyncpg.Pool, cfg: Config) -> bool:
     """Wait until every ledger job exists and succeeded, and no cron job is left to run."""
     sql = """
     SELECT count(*) FILTER (WHERE task_type = $1 AND status = 'succeeded') AS done,
-           count(*) FILTER (WHERE status IN ('pending', 'running') AND run_at <= now())
-             AS live
+           count(*) FILTER (WHERE status IN ('pending', 'running') AND run_at <= now()
+                              OR status = 'waiting') AS live
       FROM job_queue"""
     deadline = time.monotonic() + cfg.drain_timeout_s
     while time.monotonic() < deadline:
@@ -889,6 +997,19 @@ async def analyse(
         )
     ]
     runs = account_executions(jobs, ledger, audit, chaos, cfg.lease_s)
+    edges = [
+        Edge(r["child_id"], r["parent_id"], r["status"], r["finished_at"])
+        for r in await pool.fetch(
+            """SELECT d.child_id, d.parent_id, p.status, p.finished_at
+                 FROM job_dependencies d JOIN job_queue p ON p.id = d.parent_id"""
+        )
+    ]
+    stranded = await pool.fetchval(
+        """SELECT count(*) FROM job_queue
+            WHERE status = 'waiting'
+               OR (has_children AND status IN ('succeeded', 'failed', 'cancelled'))"""
+    )
+    flows = account_workflows(edges, ledger, stranded)
     lost = account_lost(jobs, cfg.jobs, last_tick)
     ticks = account_ticks(jobs, schedules, last_tick, {e.job_id for e in ledger})
     last_success = await pool.fetchval(
@@ -921,11 +1042,14 @@ async def analyse(
         executions_without_audit=runs.no_audit,
         rescued_attempts=sum(a.status == "rescued" for a in audit),
         inflight_at_kills=chaos.inflight_at_kills,
+        workflow_edges=flows.edges,
+        children_early=len(flows.early),
+        stranded=flows.stranded,
         produce_s=timings.produced - timings.t0,
         drain_s=timings.drained - timings.produced,
         total_s=time.monotonic() - timings.t0,
         jobs_per_s=counted / busy_s if busy_s > 0 else 0.0,
-        failures=failures_of(lost, runs, ticks, chaos, drained),
+        failures=failures_of(lost, runs, ticks, chaos, drained, flows=flows),
     )
 
 
@@ -951,6 +1075,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--concurrency", type=int, default=20, help="jobs at once per worker")
     parser.add_argument("--lease-s", type=float, default=3.0, help="WORKER_LEASE_S")
     parser.add_argument("--drain-timeout-s", type=float, default=300.0)
+    parser.add_argument(
+        "--workflow-share",
+        type=float,
+        default=0.2,
+        help="share of batches enqueued as chains and groups (default 0.2; 0: none)",
+    )
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument(
         "--log-level", default="warning", choices=("debug", "info", "warning", "error")
@@ -974,6 +1104,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         concurrency=args.concurrency,
         lease_s=args.lease_s,
         drain_timeout_s=args.drain_timeout_s,
+        workflow_share=args.workflow_share,
         json_path=args.json,
         log_level=args.log_level,
         command=shlex.join(

@@ -35,7 +35,7 @@ from typing import Any, cast
 import asyncpg
 import pglast
 from mkdocs.structure.files import File
-from pglast import ast, stream
+from pglast import ast, enums, stream
 from pydantic import AliasChoices
 from pydantic_core import PydanticUndefined
 
@@ -345,7 +345,20 @@ def functions(migration_set: str = "core") -> list[Function]:
                 found[function.key] = function
             elif isinstance(stmt, ast.AlterFunctionStmt):
                 _alter(found, stmt, stream)
+            elif (
+                isinstance(stmt, ast.DropStmt)
+                and stmt.removeType == enums.ObjectType.OBJECT_FUNCTION
+            ):
+                for func in stmt.objects or ():
+                    found.pop(_function_key(func, stream), None)
     return sorted(found.values(), key=lambda f: f.key)
+
+
+def _function_key(func: Any, stream: Any) -> str:
+    """The key of the function an ObjectWithArgs (ALTER or DROP FUNCTION) names."""
+    name = ".".join(n.sval for n in func.objname).removeprefix("public.")
+    types_ = [_TYPE_NAMES.get(t, t) for t in (stream.RawStream()(a) for a in func.objargs or ())]
+    return f"{name}({', '.join(types_)})"
 
 
 def _input_types(parameters: Any, stream: Any) -> tuple[list[str], list[str]]:
@@ -399,10 +412,7 @@ def _function(stmt: Any, sql: str, location: int, label: str, stream: Any) -> Fu
 
 
 def _alter(found: dict[str, Function], stmt: Any, stream: Any) -> None:
-    func = stmt.func
-    name = ".".join(n.sval for n in func.objname).removeprefix("public.")
-    types_ = [_TYPE_NAMES.get(t, t) for t in (stream.RawStream()(a) for a in func.objargs or ())]
-    target = found.get(f"{name}({', '.join(types_)})")
+    target = found.get(_function_key(stmt.func, stream))
     if target is None:
         return
     for action in stmt.actions or ():

@@ -10,6 +10,11 @@ count as nothing new, so a re-run flags nobody.
 of truth), stores them and clears the flag, one competitor per transaction. A competitor
 whose request fails stays flagged and does not stop the others; the flag is kept, too, when
 new activity arrived while its totals were being fetched.
+
+`game_platform_sync_by_coach` fans out: one `game_platform_sync` per coach, as a group
+whose finalizer is the totals sweep for exactly the competitors those syncs flagged (it
+reads them from its parents' results), run once every sync is final: no sweep starts
+before the syncs it depends on, nor an hour after them.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pydantic import Field
 from handlers import apiclient, outcomes, payloads
 from handlers import settings as handler_settings
 from worker import errors, queries
-from worker.registry import JobContext, JobResult, handler
+from worker.registry import JobContext, JobResult, JobSpec, handler
 
 Q = queries.load("handlers", "queries.sql")
 
@@ -43,6 +48,14 @@ class TotalsSweepPayload(payloads.Payload):
     coach_id: UUID | None = None
     limit: int | None = Field(default=None, ge=1, le=100_000)
     """Most competitors this run (default HANDLERS_GAME_PLATFORM_SWEEP_BATCH)."""
+    from_parents: bool = False
+    """Only the competitors this job's parents (game_platform_sync jobs) flagged: the
+    finalizer of a game_platform_sync_by_coach group."""
+
+
+class SyncByCoachPayload(payloads.Payload):
+    dry_run: bool = False
+    """Passed to each coach's sync (a dry run flags nobody: the sweep then has nothing)."""
 
 
 class Game(pydantic.BaseModel):
@@ -74,6 +87,7 @@ class Totals(pydantic.BaseModel):
 
 @dataclass
 class CompetitorSync:
+    competitor_id: int = 0
     pages: int = 0
     fetched: int = 0
     new: int = 0
@@ -147,6 +161,8 @@ async def game_platform_sync(ctx: JobContext, payload: GameSyncPayload) -> JobRe
             "games_fetched": sum(d.fetched for d in done),
             "games_new": new,
             "flagged": flagged,
+            # for a sweep that follows this sync (a group's finalizer): whom to refresh
+            "flagged_ids": [] if payload.dry_run else [d.competitor_id for d in done if d.new],
         },
     )
 
@@ -173,7 +189,7 @@ async def _sync_competitor(
     conf: handler_settings.HandlerSettings,
     dry_run: bool,
 ) -> CompetitorSync:
-    result = CompetitorSync()
+    result = CompetitorSync(competitor_id=int(competitor["id"]))
     after: int = competitor["after_time_unix"]
     path = _player_path(competitor["player_id"], "games")
     has_more = True
@@ -242,9 +258,12 @@ async def game_platform_totals_sweep(ctx: JobContext, payload: TotalsSweepPayloa
     api = _api(conf)
     if api is None:
         return JobResult(notes=[NOT_CONFIGURED_NOTE])
-    flagged = await ctx.pool.fetch(
-        Q["gp_flagged"], payload.coach_id, payload.limit or conf.game_platform_sweep_batch
-    )
+    limit = payload.limit or conf.game_platform_sweep_batch
+    if payload.from_parents:
+        touched = await _flagged_by_parents(ctx)
+        flagged = await ctx.pool.fetch(Q["gp_flagged_among"], touched, payload.coach_id, limit)
+    else:
+        flagged = await ctx.pool.fetch(Q["gp_flagged"], payload.coach_id, limit)
     failures = outcomes.Failures("competitor")
     refreshed = kept = 0
     async with api:
@@ -264,6 +283,41 @@ async def game_platform_totals_sweep(ctx: JobContext, payload: TotalsSweepPayloa
         rows_affected=refreshed,
         notes=[summary],
         data={"flagged": len(flagged), "refreshed": refreshed, "still_flagged": kept},
+    )
+
+
+async def _flagged_by_parents(ctx: JobContext) -> list[int]:
+    """The competitors the parent syncs flagged (a failed sync flagged nobody it reports;
+    what it flagged before failing is left to the hourly sweep)."""
+    touched: set[int] = set()
+    for parent in await ctx.parent_results():
+        if parent.task_type == "game_platform_sync" and isinstance(parent.result, dict):
+            touched.update(int(i) for i in parent.result.get("flagged_ids", []))
+    return sorted(touched)
+
+
+@handler("game_platform_sync_by_coach", payload=SyncByCoachPayload, max_attempts=3, timeout_s=60)
+async def game_platform_sync_by_coach(ctx: JobContext, payload: SyncByCoachPayload) -> JobResult:
+    """One game_platform_sync per coach, then one totals sweep of what they flagged."""
+    coaches = await ctx.pool.fetch(Q["gp_coaches"])
+    if not coaches:
+        return JobResult(notes=["no coaches with competitors; nothing to sync"])
+    children = [
+        JobSpec(
+            "game_platform_sync",
+            {"coach_id": str(row["coach_id"]), "dry_run": payload.dry_run},
+            # one live sync per coach: a coach still syncing joins this group as it is
+            dedupe_key=f"game_platform_sync:coach:{row['coach_id']}",
+        )
+        for row in coaches
+    ]
+    group = await ctx.enqueue_group(
+        children, JobSpec("game_platform_totals_sweep", {"from_parents": True})
+    )
+    return JobResult(
+        rows_affected=len(children),
+        notes=[f"enqueued {len(children)} coach sync(s); sweep job {group.finalizer} follows"],
+        data={"syncs": group.children, "sweep": group.finalizer},
     )
 
 

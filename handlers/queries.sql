@@ -130,6 +130,19 @@ SELECT id, player_id, last_activity_at
  ORDER BY id
  LIMIT $2;
 
+-- name: gp_flagged_among
+-- Up to $3 of competitors $1 still flagged for a totals refresh (all, or coach $2's).
+SELECT id, player_id, last_activity_at
+  FROM competitors
+ WHERE id = ANY($1::bigint[]) AND needs_totals_refresh
+   AND ($2::uuid IS NULL OR coach_id = $2::uuid)
+ ORDER BY id
+ LIMIT $3;
+
+-- name: gp_coaches
+-- Every coach with competitors (game_platform_sync_by_coach: one sync each).
+SELECT DISTINCT coach_id FROM competitors WHERE coach_id IS NOT NULL ORDER BY coach_id;
+
 -- name: gp_store_totals
 -- Store competitor $1's fresh totals. The flag is cleared only if no new activity arrived
 -- since it was read ($7 = last_activity_at then): a sync running meanwhile keeps it set.

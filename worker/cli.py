@@ -60,6 +60,14 @@ function missing, a permission revoked: the daemon stops, it cannot mend that it
 """
 
 
+def _job_ids_arg(text: str) -> tuple[int, ...]:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and 1 <= int(part) < 2**63 for part in parts) or len(parts) > 1000:
+        shown = text if len(text) <= 64 else text[:64] + "…"
+        raise argparse.ArgumentTypeError(f"{shown!r}: job ids separated by commas, such as 12,13")
+    return tuple(int(part) for part in parts)
+
+
 def _json_arg(text: str) -> Any:
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
@@ -370,6 +378,19 @@ def _add_enqueue(commands: Any) -> None:
     enqueue.add_argument(
         "--force", action="store_true", help="allow a task type this worker has no handler for"
     )
+    enqueue.add_argument(
+        "--depends-on",
+        type=_job_ids_arg,
+        default=(),
+        metavar="ID[,ID...]",
+        help="jobs that must succeed first (the job waits until then)",
+    )
+    enqueue.add_argument(
+        "--on-parent-failure",
+        choices=("cancel", "run"),
+        default="cancel",
+        help="when a parent fails for good or is cancelled: cancel this job (default) or run it",
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, received: Sequence[int] = ()) -> int:
@@ -556,7 +577,11 @@ def _admin_command(command: str, args: argparse.Namespace, settings: config.Sett
             max_attempts=args.max_attempts,
             dedupe_key=args.dedupe_key,
             requested_by=args.user_id,
+            depends_on=args.depends_on,
+            on_parent_failure=args.on_parent_failure,
         )
+        if job.depends_on and job.dedupe_key is not None:
+            raise errors.InvalidInput("--depends-on and --dedupe-key do not go together")
         # Refused before the database is touched: a typo is no reason to wait for it.
         admin_jobs.check_payload(
             service.load_handlers(settings), job.task_type, job.payload, force=args.force
@@ -567,7 +592,9 @@ def _admin_command(command: str, args: argparse.Namespace, settings: config.Sett
                 admin, registry, actor, job, force=args.force
             ),
         )
-        if done.created:
+        if done.created and job.depends_on:
+            print(json.dumps({"job_id": done.job_id, "status": done.status}))
+        elif done.created:
             print(json.dumps({"job_id": done.job_id}))
         else:
             print(

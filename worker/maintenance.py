@@ -26,6 +26,9 @@ _RESCUE_BATCH = 500
 class RescueReport:
     rescued: int = 0
     failed: int = 0
+    released: int = 0
+    """Children moved on (pending or cancelled) by this pass: of jobs it failed for good,
+    and of final jobs whose release never ran (the sweep)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ class Rescuer:
         self.observer = observer or dispatcher.NullObserver()
 
     async def run_once(self) -> RescueReport:
-        rescued = failed = 0
+        rescued = failed = released = 0
         while True:
             rows = await self.db.rescue_expired(
                 limit=_RESCUE_BATCH,
@@ -67,8 +70,23 @@ class Rescuer:
                     reason="lease_expired",
                 )
                 self.observer.rescued(row)
+            failed_ids = [row["job_id"] for row in rows if row["status"] == "failed"]
+            if failed_ids:
+                released += await self.db.release_jobs(failed_ids)
             if len(rows) < _RESCUE_BATCH:
-                return RescueReport(rescued, failed)
+                return RescueReport(rescued, failed, released + await self._sweep())
+
+    async def _sweep(self) -> int:
+        """Release the children of final jobs whose own release never ran (a worker died
+        between committing an outcome and releasing): usually none, found by an index."""
+        moved = 0
+        while True:
+            jobs, children = await self.db.release_stranded(limit=_RESCUE_BATCH)
+            moved += children
+            if jobs:
+                log.warning("children_released_late", jobs=jobs, children=children)
+            if jobs < _RESCUE_BATCH:
+                return moved
 
 
 class Pruner:

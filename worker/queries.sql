@@ -76,8 +76,10 @@ SELECT current_setting('server_version_num')::int AS version_num,
 -- version, which a ctid join cannot see; by id, the update follows it (EvalPlanQual).
 --
 -- Returns one row per claimed job (in claim order), then one row whose `written` holds the ids written
--- (one array, not a row per id: fewer rows to decode per cycle) and `wake_at`: when a
--- limited or held type may take jobs again (null: nothing waits on a limit).
+-- (one array, not a row per id: fewer rows to decode per cycle), `released`: the jobs
+-- written final that children wait on (has_children; the caller releases them right after
+-- this commit, schema/0014_workflows.sql), and `wake_at`: when a limited or held type may
+-- take jobs again (null: nothing waits on a limit).
 WITH RECURSIVE outcome AS (
   SELECT *
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], $6::jsonb[],
@@ -106,7 +108,8 @@ WITH RECURSIVE outcome AS (
      AND j.id = ANY ($1::bigint[])
      AND j.status = 'running'
      AND j.attempts = o.attempt
-  RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name
+  RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name,
+            j.status, j.has_children
 ), audited AS (
   INSERT INTO job_runs (job_id, job_key, queue, run_type, status, reason, attempt,
                         rows_affected, notes, error, user_id, worker_id, schedule_name,
@@ -286,11 +289,14 @@ WITH RECURSIVE outcome AS (
    WHERE h.rate_n IS NOT NULL
   RETURNING 1
 )
-SELECT * FROM (SELECT c.*, NULL::bigint[] AS written, NULL::timestamptz AS wake_at
+SELECT * FROM (SELECT c.*, NULL::bigint[] AS written, NULL::bigint[] AS released,
+                      NULL::timestamptz AS wake_at
                  FROM claimed c ORDER BY c.priority, c.run_at, c.id) claimed_in_order
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT array_agg(a.job_id) FROM audited a),
+       (SELECT array_agg(w.id) FROM written w
+         WHERE w.has_children AND w.status IN ('succeeded', 'failed', 'cancelled')),
        (SELECT min(w.at) FROM (
           SELECT l.held_until AS at FROM limits l WHERE l.held_until > now()
           UNION ALL
@@ -298,6 +304,36 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
             FROM started s JOIN handler h ON h.task_type = s.task_type
            WHERE s.jobs >= h.rate_n) w)
   FROM (SELECT count(*) FROM bumped) b, (SELECT count(*) FROM rated) r;
+
+-- name: release_jobs
+-- After a commit that made jobs $1 final: move their waiting children on (pending, or
+-- cancelled with reason 'parent_failed'). Returns how many children moved.
+SELECT job_queue_release($1::bigint[]) AS moved;
+
+-- name: release_stranded
+-- The sweep: up to $1 final jobs whose children were never released (a worker died between
+-- its commit and the release). job_queue_unreleased_idx holds exactly those: cheap, and
+-- usually empty.
+SELECT count(*) AS jobs, job_queue_release(array_agg(s.id)) AS moved
+  FROM (SELECT id FROM job_queue
+         WHERE has_children AND status IN ('succeeded', 'failed', 'cancelled')
+         ORDER BY id
+         LIMIT $1) s;
+
+-- name: parent_results
+-- What a child reads of its parents ($1: the child): id, task type, status and result.
+SELECT p.id, p.task_type, p.status, p.result
+  FROM job_dependencies d
+  JOIN job_queue p ON p.id = d.parent_id
+ WHERE d.child_id = $1
+ ORDER BY p.id;
+
+-- name: enqueue_group
+-- N children and a finalizer depending on all of them (on_parent_failure 'run'), in one
+-- call: $1 the children (a JSON array of jobs), $2 the finalizer. Ids: children's, then
+-- the finalizer's.
+-- JSON as text: the same on a connection with or without a jsonb codec.
+SELECT job_queue_enqueue_group($1::text::jsonb, $2::text::jsonb) AS ids;
 
 -- name: extend_leases
 -- The heartbeat: push out the leases of this worker's running jobs ($1 ids, $2 attempts)
@@ -369,9 +405,12 @@ WITH doomed AS (
    LIMIT $3
    FOR UPDATE SKIP LOCKED
 ), gone AS (
-  DELETE FROM job_queue j USING doomed WHERE j.id = doomed.id RETURNING 1
+  DELETE FROM job_queue j USING doomed WHERE j.id = doomed.id RETURNING j.id
+), edges AS (
+  -- a job's dependency edges go with it (schema/0014_workflows.sql: no foreign keys)
+  DELETE FROM job_dependencies d USING gone WHERE d.child_id = gone.id RETURNING 1
 )
-SELECT count(*) AS deleted FROM gone;
+SELECT count(*) AS deleted FROM gone, (SELECT count(*) FROM edges) e;
 
 -- name: prune_runs
 -- Retention for the audit trail: up to $2 job_runs rows that started before $1 (found
@@ -442,6 +481,11 @@ UNION ALL
 SELECT queue, 'running', count(*), 0::float8
   FROM job_queue
  WHERE status = 'running'
+ GROUP BY queue
+UNION ALL
+SELECT queue, 'waiting', count(*), 0::float8
+  FROM job_queue
+ WHERE status = 'waiting'
  GROUP BY queue;
 
 -- == scheduler ==

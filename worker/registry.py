@@ -24,7 +24,7 @@ from uuid import UUID
 
 import pydantic
 
-from worker import client, errors, names, redact, values
+from worker import client, errors, names, redact, store, values
 
 if TYPE_CHECKING:
     import asyncpg
@@ -45,6 +45,67 @@ class JobResult:
     rows_affected: int = 0
     notes: list[str] = field(default_factory=list)
     data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParentResult:
+    """One parent of the running job, as `ctx.parent_results()` reads it now: `status` is
+    succeeded for every parent of a job that waited on them, and may be failed or
+    cancelled for a job enqueued with on_parent_failure='run' (a group's finalizer)."""
+
+    id: int
+    task_type: str
+    status: str
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A job to enqueue in a group (`ctx.enqueue_group`); None: the queue's default."""
+
+    task_type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    dedupe_key: str | None = None
+    concurrency_key: str | None = None
+    depends_on: tuple[int, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        """The shape job_queue_enqueue_group reads (fields left at None are left out)."""
+        spec: dict[str, Any] = {"task_type": self.task_type, "payload": self.payload}
+        for name in ("queue", "priority", "max_attempts", "dedupe_key", "concurrency_key"):
+            value = getattr(self, name)
+            if value is not None:
+                spec[name] = value
+        if self.run_at is not None:
+            spec["run_at"] = self.run_at.isoformat()
+        if self.depends_on:
+            spec["depends_on"] = list(self.depends_on)
+        return spec
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """What `enqueue_group` wrote: the children's ids in order, and the finalizer's."""
+
+    children: list[int]
+    finalizer: int
+
+
+async def enqueue_group(
+    conn: asyncpg.Pool | asyncpg.Connection, children: list[JobSpec], finalizer: JobSpec
+) -> Group:
+    """Enqueue `children` and a `finalizer` that runs once after all of them are final
+    (succeeded, failed for good or cancelled), atomically, on `conn` (a pool or a
+    connection, inside the caller's transaction if it has one). The finalizer reads each
+    child's outcome with `ctx.parent_results()`."""
+    ids = await store.enqueue_group(
+        conn, [child.as_json() for child in children], finalizer.as_json()
+    )
+    return Group(ids[:-1], ids[-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +151,18 @@ class JobContext:
         options). It is committed at once: it stays whatever becomes of this attempt, so
         give it a dedupe_key when a retried attempt must not enqueue it twice."""
         return await client.enqueue(self.pool, task_type, payload, **options)
+
+    async def parent_results(self) -> list[ParentResult]:
+        """The jobs this one was enqueued to depend on (depends_on, or the children of its
+        group for a finalizer): id, task_type, status and result, in id order."""
+        rows = await store.parent_results(self.pool, self.job_id)
+        return [ParentResult(r["id"], r["task_type"], r["status"], r["result"]) for r in rows]
+
+    async def enqueue_group(self, children: list[JobSpec], finalizer: JobSpec) -> Group:
+        """Fan out from a handler: `children`, then `finalizer` once they are all final
+        (see the module function `enqueue_group`). Committed at once, whatever this attempt
+        does next: give the jobs dedupe keys if a retry must not enqueue them twice."""
+        return await enqueue_group(self.pool, children, finalizer)
 
 
 HandlerFunc = Callable[[JobContext, Any], Awaitable[JobResult]]

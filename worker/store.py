@@ -35,6 +35,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
 )
 """Errors that mean "the database is away", not "this statement is wrong"."""
+RELEASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *CONNECTION_ERRORS)
+"""What a release after commit may meet (a deadlock with another release, an outage)."""
 
 
 class Finish(NamedTuple):
@@ -479,7 +481,28 @@ class Store:
         )
         claimed = [row for row in result if row["id"] is not None]
         meta = next(row for row in result if row["id"] is None)  # ids written, next wake-up
+        if meta["released"]:
+            await self._release_after_commit(meta["released"])
         return Claimed(set(meta["written"] or ()), claimed, meta["wake_at"])
+
+    async def _release_after_commit(self, job_ids: Sequence[int]) -> None:
+        """Move on the children of jobs just written final. Never raises: the outcomes are
+        committed whatever happens here, and the rescuer's sweep (release_stranded)
+        releases whatever a failure left behind."""
+        try:
+            await self.release_jobs(job_ids)
+        except RELEASE_ERRORS as exc:
+            log.warning("release_failed", jobs=len(job_ids), error=f"{type(exc).__name__}: {exc}")
+
+    async def release_jobs(self, job_ids: Sequence[int]) -> int:
+        """Release the waiting children of final jobs `job_ids`; how many moved."""
+        return int(await self.pool.fetchval(QUERIES["release_jobs"], list(job_ids)))
+
+    async def release_stranded(self, *, limit: int) -> tuple[int, int]:
+        """The sweep: (final jobs whose children were never released, children moved)."""
+        row = await self.pool.fetchrow(QUERIES["release_stranded"], limit)
+        assert row is not None
+        return int(row["jobs"]), int(row["moved"] or 0)
 
     async def claim(self, spec: ClaimSpec, *, worker_id: str) -> list[Record]:
         return (await self.finish_and_claim((), worker_id=worker_id, claim=spec)).rows
@@ -663,3 +686,23 @@ async def schedule_errors() -> AsyncIterator[None]:
         raise errors.ScheduleError(str(exc)) from None
     except asyncpg.NoDataFoundError as exc:
         raise errors.ScheduleError(str(exc)) from None
+
+
+# -- workflows: what handlers reach through JobContext, on any connection or pool ---------
+
+
+async def parent_results(conn: asyncpg.Pool | asyncpg.Connection, job_id: int) -> list[Record]:
+    """The parents of job `job_id`: id, task_type, status, result (in id order)."""
+    return list(await conn.fetch(QUERIES["parent_results"], job_id))
+
+
+async def enqueue_group(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    children: Sequence[dict[str, Any]],
+    finalizer: dict[str, Any],
+) -> list[int]:
+    """job_queue_enqueue_group: the children's ids in order, then the finalizer's."""
+    ids = await conn.fetchval(
+        QUERIES["enqueue_group"], json.dumps(list(children)), json.dumps(finalizer)
+    )
+    return [int(i) for i in ids]

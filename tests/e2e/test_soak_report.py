@@ -184,3 +184,31 @@ def test_a_clean_run_has_no_failures_and_each_problem_is_named() -> None:
     text = "\n".join(problems)
     for phrase in ("did not drain", "missing", "no tick was checked", "w9", "unexpected codes"):
         assert phrase in text
+
+
+def test_a_child_run_before_its_parents_success_or_a_stranded_job_fails_the_soak() -> None:
+    edges = [
+        soak.Edge(child_id=2, parent_id=1, parent_status="succeeded", parent_finished_at=at(5)),
+        soak.Edge(child_id=3, parent_id=1, parent_status="succeeded", parent_finished_at=at(5)),
+        soak.Edge(child_id=4, parent_id=9, parent_status="failed", parent_finished_at=at(5)),
+        soak.Edge(child_id=5, parent_id=1, parent_status="succeeded", parent_finished_at=at(5)),
+    ]
+    ledger = [
+        run(1, 1, "w1", 4),
+        run(2, 1, "w1", 5.5),  # after: fine
+        run(3, 1, "w2", 4.9),  # a first, killed execution before the parent finished
+        run(3, 2, "w2", 6),
+        run(4, 1, "w1", 7),  # its parent never succeeded
+    ]  # job 5 never ran (its loss is account_lost's business)
+    flows = soak.account_workflows(edges, ledger, stranded=0)
+    assert flows.edges == 4
+    assert [line.split(";")[0] for line in flows.early] == [
+        f"job 3 ran at {at(4.9):%H:%M:%S.%f}",
+        f"job 4 ran at {at(7):%H:%M:%S.%f}",
+    ]
+    clean = soak.account_workflows(edges[:2][:1], ledger, stranded=0)
+    checks = (soak.Lost(), soak.Executions(), soak.Ticks(expected=3, enqueued=3), soak.Chaos())
+    assert soak.failures_of(*checks, True, flows=clean) == []
+    problems = "\n".join(soak.failures_of(*checks, True, flows=soak.Workflows(stranded=2)))
+    assert "2 workflow job(s) stranded" in problems
+    assert "before a parent's success" in "\n".join(soak.failures_of(*checks, True, flows=flows))

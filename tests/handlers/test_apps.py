@@ -55,7 +55,14 @@ EXPECTED = {
         '{"endpoint": "adapter_health"}',
         False,
     ),
-    ("game_platform", "game_platform_sync", "*/30 * * * *", "game_platform_sync", "{}", True),
+    (
+        "game_platform",
+        "game_platform_sync",
+        "*/30 * * * *",
+        "game_platform_sync_by_coach",
+        "{}",
+        True,
+    ),
     (
         "game_platform",
         "game_platform_totals_sweep",
@@ -78,7 +85,12 @@ TASK_TYPES = {
     },
     "trading": {"process_orders", "snapshot_prices", "call_function", "cleanup"},
     "tts": {"rollup_usage", "call_endpoint"},
-    "game_platform": {"game_platform_sync", "game_platform_totals_sweep", "cleanup"},
+    "game_platform": {
+        "game_platform_sync",
+        "game_platform_totals_sweep",
+        "game_platform_sync_by_coach",
+        "cleanup",
+    },
     "demo": {"echo", "noop", "flaky"},
 }
 
@@ -172,4 +184,8 @@ def test_importing_the_package_registers_nothing_and_each_app_its_own() -> None:
     assert set(together["trading"]) == TASK_TYPES["trading"]
     assert set(together["challenges"]) == TASK_TYPES["challenges"] - TASK_TYPES["trading"]
     assert together["ops"] == ["call_endpoint"]
-    assert together["game_platform"] == ["game_platform_sync", "game_platform_totals_sweep"]
+    assert together["game_platform"] == [
+        "game_platform_sync",
+        "game_platform_sync_by_coach",
+        "game_platform_totals_sweep",
+    ]

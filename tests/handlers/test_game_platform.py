@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import pytest
 
 from handlers import game_platform
-from tests.handlers.conftest import Call, RunJob
+from tests.handlers.conftest import Call, RunJob, registry_of
 from tests.support.fakeapi import FakeApi, Request, Response
-from worker import store
+from worker import dispatcher, store
 
 COACH_1 = uuid.UUID("00000000-0000-4000-8000-0000000000c1")
 COACH_2 = uuid.UUID("00000000-0000-4000-8000-0000000000c2")
@@ -304,3 +305,84 @@ async def test_the_apps_cron_payload_verbatim(
     assert dry.last_run["notes"].startswith("dry run: 1 competitor(s)")
     refused = await run_job("game_platform_sync", {"dryRun": False, "coachID": None})
     assert refused.error is not None and "coachID: Extra inputs are not permitted" in refused.error
+
+
+# -- game_platform_sync_by_coach: a group per coach, then the sweep of what they flagged -----
+
+
+async def run_until_settled(db: store.Store, make_settings: Any) -> None:
+    """A real dispatcher until no job is waiting, pending or running."""
+    worker = dispatcher.Dispatcher(
+        db,
+        registry_of(
+            "game_platform_sync_by_coach", "game_platform_sync", "game_platform_totals_sweep"
+        ),
+        make_settings(poll_interval_s=0.05),
+    )
+    task = asyncio.create_task(worker.run())
+    live = "SELECT count(*) FROM job_queue WHERE status IN ('waiting', 'pending', 'running')"
+    try:
+        async with asyncio.timeout(60):
+            while await db.pool.fetchval(live):  # noqa: ASYNC110 - polls the database
+                await asyncio.sleep(0.05)
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, timeout=10)
+
+
+async def test_sync_by_coach_sweeps_exactly_the_competitors_its_syncs_flagged(
+    db: store.Store, platform: Platform, fake_api: FakeApi, make_settings: Any
+) -> None:
+    platform.games = {"p1": [game(1)], "p3": [game(2), game(3)], "p9": [game(4)]}
+    platform.totals = {
+        p: {"games": 3, "wins": 2, "losses": 1, "draws": 0, "rating": 1500}
+        for p in ("p1", "p2", "p3", "p9")
+    }
+    await add_competitors(db)
+    # flagged before, by something else, and no coach's: the group does not touch it
+    await db.pool.execute(
+        "INSERT INTO competitors (player_id, needs_totals_refresh) VALUES ('p9', true)"
+    )
+    fan_out = await db.pool.fetchval(
+        "INSERT INTO job_queue (task_type) VALUES ('game_platform_sync_by_coach') RETURNING id"
+    )
+    await run_until_settled(db, make_settings)
+    jobs = await db.pool.fetch(
+        "SELECT id, task_type, status, payload, result FROM job_queue ORDER BY id"
+    )
+    assert [(j["task_type"], j["status"]) for j in jobs] == [
+        ("game_platform_sync_by_coach", "succeeded"),
+        ("game_platform_sync", "succeeded"),
+        ("game_platform_sync", "succeeded"),
+        ("game_platform_totals_sweep", "succeeded"),
+    ]
+    assert jobs[0]["id"] == fan_out
+    assert [j["payload"]["coach_id"] for j in jobs[1:3]] == sorted([str(COACH_1), str(COACH_2)])
+    sweep = jobs[3]
+    parents = await db.pool.fetch(
+        "SELECT parent_id FROM job_dependencies WHERE child_id = $1 ORDER BY 1", sweep["id"]
+    )
+    assert [p["parent_id"] for p in parents] == [jobs[1]["id"], jobs[2]["id"]]
+    assert sweep["result"] == {"flagged": 2, "refreshed": 2, "still_flagged": 0}
+    # p1 and p3 had new games and were refreshed; p2 had none; p9 stays for the hourly sweep
+    assert await competitors(db) == [
+        ("p1", T0 + 60, False, 3, 1500),
+        ("p2", 0, False, None, None),
+        ("p3", T0 + 180, False, 3, 1500),
+        ("p9", 0, True, None, None),
+    ]
+    assert not fake_api.requests_to("/v1/players/p9/")
+    # the sweep started only after both syncs' successes were committed
+    order = await db.pool.fetch(
+        "SELECT s.finished_at AS sync_done, w.started_at AS sweep_start"
+        " FROM job_dependencies d JOIN job_queue s ON s.id = d.parent_id"
+        " JOIN job_queue w ON w.id = d.child_id WHERE d.child_id = $1",
+        sweep["id"],
+    )
+    assert all(r["sweep_start"] > r["sync_done"] for r in order)
+
+
+async def test_sync_by_coach_with_no_coaches_enqueues_nothing(run_job: RunJob) -> None:
+    ran = await run_job("game_platform_sync_by_coach")
+    assert ran.status == "succeeded", ran.error
+    assert ran.last_run["notes"] == "no coaches with competitors; nothing to sync"

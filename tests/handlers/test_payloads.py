@@ -25,6 +25,7 @@ SAMPLES: dict[str, Any] = {
     "delay_s": 0.5,
     "fail_times": 2,
     "retry_in_s": 1.0,
+    "from_parents": True,
 }
 REQUIRED: dict[str, dict[str, Any]] = {
     "echo": {"message": "hi"},

@@ -40,6 +40,8 @@ TABLE_MATRIX: dict[str, dict[str, str]] = {
     "job_workers": {"anon": "", "authenticated": "", "service_role": "SIUD", WORKER: "SIUD"},
     # schema/0009_app_admins.sql: the app's admin check, set through its function only.
     "job_admin_check": {"anon": "", "authenticated": "", "service_role": "S", WORKER: ""},
+    # schema/0014_workflows.sql: dependency edges; the worker enqueues and prunes them.
+    "job_dependencies": {"anon": "", "authenticated": "", "service_role": "SIUD", WORKER: "SID"},
 }
 
 TABLE_STATEMENTS: dict[str, dict[str, str]] = {
@@ -89,6 +91,12 @@ TABLE_STATEMENTS: dict[str, dict[str, str]] = {
         "U": "UPDATE job_workers SET in_flight = in_flight",
         "D": "DELETE FROM job_workers",
     },
+    "job_dependencies": {
+        "S": "SELECT child_id FROM job_dependencies LIMIT 1",
+        "I": "INSERT INTO job_dependencies (child_id, parent_id) VALUES (-1, -2)",
+        "U": "UPDATE job_dependencies SET parent_id = parent_id",
+        "D": "DELETE FROM job_dependencies",
+    },
     "job_admin_check": {
         "S": "SELECT only_row FROM job_admin_check LIMIT 1",
         "I": "INSERT INTO job_admin_check (schema_name, function_name, owner_name, set_by)"
@@ -101,6 +109,9 @@ TABLE_STATEMENTS: dict[str, dict[str, str]] = {
 # Every function the core migrations define, called with valid arguments.
 FUNCTION_CALLS = {
     "job_queue_enqueue": "SELECT job_queue_enqueue('matrix')",
+    "job_queue_enqueue_group": "SELECT job_queue_enqueue_group("
+    """'[{"task_type": "matrix"}]', '{"task_type": "matrix"}')""",
+    "job_queue_release": "SELECT job_queue_release('{1}')",
     "job_schedule_create": "SELECT job_schedule_create('matrix', '* * * * *', 'matrix')",
     "job_schedule_update": "SELECT job_schedule_update('seeded', cron => '*/5 * * * *')",
     "job_schedule_retime": "SELECT job_schedule_retime('seeded', '*/10 * * * *')",
@@ -146,6 +157,10 @@ _ADMIN = {"service_role"}
 _EVERYONE = {*API_ROLES, WORKER}
 FUNCTION_MATRIX: dict[str, set[str]] = {
     "job_queue_enqueue": _ADMIN,
+    # schema/0014_workflows.sql: a handler fans out (the worker's role), and the worker
+    # releases the children of the jobs it finished.
+    "job_queue_enqueue_group": {"service_role", WORKER},
+    "job_queue_release": {"service_role", WORKER},
     "job_schedule_create": _ADMIN,
     "job_schedule_update": _ADMIN,
     "job_schedule_retime": _ADMIN,
@@ -588,8 +603,8 @@ async def test_security_definer_functions_pin_search_path_and_are_not_public(
             " FROM pg_proc p WHERE p.prosecdef AND p.pronamespace = 'public'::regnamespace"
             " ORDER BY 1"
         )
-        # The 19 admin functions of the core set and the 2 of the reference set.
-        assert len(rows) == 21, [r["signature"] for r in rows]
+        # The 20 admin functions of the core set and the 2 of the reference set.
+        assert len(rows) == 22, [r["signature"] for r in rows]
         problems = [
             (r["signature"], r["proconfig"], r["owner"], r["public_execute"])
             for r in rows
@@ -658,11 +673,14 @@ async def _arm(dsn: str, attacker: str, orders: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         database = await conn.fetchval("SELECT current_database()")
+        enqueue = await conn.fetchval(  # its signature as of the migrations applied
+            "SELECT oid::regprocedure::text FROM pg_proc WHERE proname = 'job_queue_enqueue'"
+        )
         for statement in (
             f'GRANT CREATE ON SCHEMA public TO "{attacker}"',
             f'GRANT CREATE ON DATABASE "{database}" TO "{attacker}"',
-            f"GRANT EXECUTE ON FUNCTION job_queue_enqueue(text, jsonb, timestamptz, text, integer,"
-            f' integer, text), job_schedule_toggle(text, boolean) TO "{attacker}"',
+            f"GRANT EXECUTE ON FUNCTION {enqueue}, job_schedule_toggle(text, boolean)"
+            f' TO "{attacker}"',
             f'GRANT INSERT ON {orders} TO "{attacker}"',
             f'CREATE POLICY own_orders ON {orders} FOR INSERT TO "{attacker}" WITH CHECK (true)',
         ):

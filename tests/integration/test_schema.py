@@ -112,9 +112,9 @@ async def test_supabase_grants_apply_only_where_roles_exist(empty_dsn: str) -> N
             " has_table_privilege('authenticated', 'job_queue', 'SELECT') AS auth_read_queue,"
             " has_table_privilege('anon', 'job_runs', 'SELECT') AS anon_read_runs,"
             " has_function_privilege('anon', 'job_queue_enqueue(text,jsonb,timestamptz,text,"
-            "integer,integer,text)', 'EXECUTE') AS anon_enqueue,"
+            "integer,integer,text,bigint[],text,text,jsonb)', 'EXECUTE') AS anon_enqueue,"
             " has_function_privilege('service_role', 'job_queue_enqueue(text,jsonb,timestamptz,"
-            "text,integer,integer,text)', 'EXECUTE') AS service_enqueue"
+            "text,integer,integer,text,bigint[],text,text,jsonb)', 'EXECUTE') AS service_enqueue"
         )
         assert dict(can) == {
             "service_insert": True,

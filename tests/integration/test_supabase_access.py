@@ -73,6 +73,7 @@ RELATIONS: dict[str, tuple[RelationKind, Grants]] = {
     "job_limits": ("table", SERVICE_ONLY),
     "job_rate_starts": ("table", SERVICE_ONLY),
     "job_workers": ("table", SERVICE_ONLY),
+    "job_dependencies": ("table", SERVICE_ONLY),
     "worker_migrations": ("table", only(service_role=READ)),
     "job_admin_check": ("table", only(service_role=READ)),  # written by its function only
     "job_queue_id_seq": ("sequence", SERVICE_SEQUENCE),
@@ -122,6 +123,7 @@ EVERYONE = only(anon=EXECUTE, authenticated=EXECUTE, service_role=EXECUTE)
 FUNCTIONS: dict[str, tuple[Security, Grants]] = {
     # core: the admin RPCs (service_role; the app's admins too, checked inside)
     "job_queue_enqueue": ADMIN_RPC,
+    "job_queue_enqueue_group": ADMIN_RPC,
     "job_schedule_create": APP_ADMIN_RPC,
     "job_schedule_update": APP_ADMIN_RPC,
     "job_schedule_retime": APP_ADMIN_RPC,
@@ -152,6 +154,9 @@ FUNCTIONS: dict[str, tuple[Security, Grants]] = {
     "job_queue_admin_refusal": ("invoker", OWNER_ONLY),
     "job_queue_require_admin": ("invoker", OWNER_ONLY),
     "job_queue_requester": ("invoker", OWNER_ONLY),
+    # core: the worker's release of waiting children (as its caller: service_role or the
+    # worker's own role, which job_queue_grant_worker grants it to)
+    "job_queue_release": ("invoker", only(service_role=EXECUTE)),
     # core: the validators the schedules trigger runs as whoever writes (through PUBLIC)
     "job_schedule_cron_value": ("invoker", EVERYONE),
     "job_schedule_cron_error": ("invoker", EVERYONE),

@@ -30,9 +30,13 @@ _COLUMNS = {
     "requested_by",
     "created_at",
     "started_at",
+    "finished_at",
+    "result",
     "concurrency_key",
     "limit_key",
     "trace_context",
+    "on_parent_failure",
+    "has_children",
 }
 
 

@@ -110,11 +110,19 @@ def test_every_function_has_its_privileges_recorded() -> None:
 
 def test_definers_and_grants_read_from_the_migrations() -> None:
     by_key = {f.key: f for f in gen.functions("core")}
-    enqueue = by_key[
+    # 0014_workflows.sql drops the 7-argument signature and creates this one
+    assert (
         "job_queue_enqueue(text, jsonb, timestamp with time zone, text, integer, integer, text)"
+        not in by_key
+    )
+    enqueue = by_key[
+        "job_queue_enqueue(text, jsonb, timestamp with time zone, text, integer, integer, text,"
+        " bigint[], text, text, jsonb)"
     ]
     assert enqueue.security_definer
-    assert enqueue.search_path == "pg_catalog, pg_temp"  # 0004_access.sql's ALTER FUNCTION
+    assert enqueue.search_path == "pg_catalog, pg_temp"
+    toggle = by_key["job_schedule_toggle(text, boolean)"]
+    assert toggle.search_path == "pg_catalog, pg_temp"
     assert not by_key["job_queue_notify()"].security_definer
     assert gen._who(enqueue.key, gen.load_privileges()) == "`service_role`"
 

@@ -20,13 +20,13 @@ log = structlog.get_logger("worker.admin")
 
 RULES = {
     "retry": "only a failed or cancelled job can be retried",
-    "cancel": "only a pending or running job can be cancelled",
+    "cancel": "only a waiting, pending or running job can be cancelled",
     "run_now": "only a pending job can be run now",
     "delete": "only a failed or cancelled job can be deleted",
 }
 BULK_STATES = {
     "retry": ("failed", "cancelled"),
-    "cancel": ("pending", "running"),
+    "cancel": ("waiting", "pending", "running"),
     "delete": ("failed", "cancelled"),
 }
 """The states each bulk action applies to: the single actions' guards."""
@@ -71,14 +71,27 @@ async def enqueue(
     return await admin.enqueue(actor, job, run_type=run_type)
 
 
+SHOWN_CHILDREN = 100
+"""Children listed with a job (a group's parent may have many more)."""
+
+
 async def show(admin: AdminStore, job_id: int, *, runs: int = 20) -> dict[str, Any]:
-    """A job and its latest `runs` attempts (job_runs, newest first); NotFound if none."""
+    """A job, its latest `runs` attempts (job_runs, newest first), and the jobs it depends
+    on and that depend on it (the first SHOWN_CHILDREN), with their states; NotFound if
+    none."""
     async with admin.reads() as reads:
         job = await reads.job(job_id)
         if job is None:
             raise errors.NotFound(f"no job {job_id}")
         attempts = await reads.job_runs(job_id, runs)
-    return {"job": dict(job), "runs": [dict(run) for run in attempts]}
+        parents = await reads.job_parents(job_id)
+        children = await reads.job_children(job_id, SHOWN_CHILDREN)
+    return {
+        "job": dict(job),
+        "runs": [dict(run) for run in attempts],
+        "parents": [dict(p) for p in parents],
+        "children": [dict(c) for c in children],
+    }
 
 
 async def retry(admin: AdminStore, actor: Actor, job_id: int) -> Record:
@@ -91,7 +104,8 @@ async def retry(admin: AdminStore, actor: Actor, job_id: int) -> Record:
 
 
 async def cancel(admin: AdminStore, actor: Actor, job_id: int) -> Record:
-    """Cancel a pending or running job (a running handler stops at its next heartbeat)."""
+    """Cancel a waiting, pending or running job (a running handler stops at its next
+    heartbeat); its waiting children are cancelled too, unless they run anyway."""
     row = await admin.cancel_job(actor, job_id)
     return row if row is not None else await _refused(admin, job_id, "cancel")
 

@@ -27,6 +27,7 @@ SELECT (SELECT count(*) FROM job_queue WHERE status = 'pending') AS pending,
        (SELECT count(*) FROM job_queue WHERE status = 'running') AS running,
        (SELECT count(*) FROM job_queue WHERE status = 'failed') AS failed,
        (SELECT count(*) FROM job_queue WHERE status = 'cancelled') AS cancelled,
+       (SELECT count(*) FROM job_queue WHERE status = 'waiting') AS waiting,
        (SELECT c.reltuples::bigint FROM pg_class c
          WHERE c.oid = 'job_queue'::regclass) AS estimated_rows;
 
@@ -35,8 +36,8 @@ SELECT (SELECT count(*) FROM job_queue WHERE status = 'pending') AS pending,
 SELECT count(*) AS jobs FROM job_queue WHERE status = 'succeeded';
 
 -- name: live_breakdown
--- Pending, running and failed jobs by queue and task type, each branch read through its
--- partial index; for pending also the age of the oldest due job.
+-- Pending, running, failed and waiting jobs by queue and task type, each branch read
+-- through its partial index; for pending also the age of the oldest due job.
 SELECT queue, task_type, 'pending' AS status, count(*) AS jobs,
        extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8
          AS oldest_due_age_s
@@ -52,6 +53,11 @@ UNION ALL
 SELECT queue, task_type, 'failed', count(*), NULL
   FROM job_queue
  WHERE status = 'failed'
+ GROUP BY queue, task_type
+UNION ALL
+SELECT queue, task_type, 'waiting', count(*), NULL
+  FROM job_queue
+ WHERE status = 'waiting'
  GROUP BY queue, task_type
  ORDER BY 1, 2, 3;
 
@@ -162,6 +168,24 @@ SELECT id, run_at, dedupe_key
 
 -- name: job
 SELECT * FROM job_queue WHERE id = $1;
+
+-- name: job_parents
+-- The jobs job $1 depends on (schema/0014_workflows.sql), with their states.
+SELECT p.id, p.task_type, p.status, p.finished_at
+  FROM job_dependencies d
+  JOIN job_queue p ON p.id = d.parent_id
+ WHERE d.child_id = $1
+ ORDER BY p.id;
+
+-- name: job_children
+-- Up to $2 jobs that depend on job $1 (through job_dependencies_parent_idx), with their
+-- states.
+SELECT c.id, c.task_type, c.status, c.finished_at
+  FROM job_dependencies d
+  JOIN job_queue c ON c.id = d.child_id
+ WHERE d.parent_id = $1
+ ORDER BY c.id
+ LIMIT $2;
 
 -- name: paused_queues
 SELECT queue, paused_at, paused_by, reason FROM job_queue_pauses ORDER BY queue;
@@ -282,6 +306,23 @@ SELECT j.id, j.status, false
    AND NOT EXISTS (SELECT 1 FROM inserted)
  LIMIT 1;
 
+-- name: enqueue_with_parents
+-- One job with parents ($7 ids, $8 on_parent_failure) through job_queue_enqueue, which
+-- locks the parents and decides the job's state (waiting, pending or cancelled). A job
+-- with parents has no dedupe key: always a new job.
+SELECT job_queue_enqueue($1, $2, $3, $4, $5, $6, NULL, $7, $8, NULL, $9) AS id;
+
+-- name: mark_enqueued
+-- What job_queue_enqueue does not set: $2 run type, $3 who asked.
+UPDATE job_queue SET run_type = $2, requested_by = $3
+ WHERE id = $1
+RETURNING id, status, true AS created;
+
+-- name: release_children
+-- After cancelling jobs $1 in this transaction: their waiting children follow (cancelled
+-- with reason 'parent_failed', or pending if they run anyway and every parent is final).
+SELECT job_queue_release($1::bigint[]) AS moved;
+
 -- name: pause_queue
 SELECT job_queue_pause($1, $2) AS changed;
 
@@ -381,13 +422,14 @@ WITH picked AS (
 SELECT count(*) AS jobs, min(id) AS lowest_id, max(id) AS highest_id FROM changed;
 
 -- name: bulk_cancel
--- cancel_job for up to $7 matching jobs (pending or running); a running attempt is closed
--- with a 'cancelled' job_runs row ($8: who).
+-- cancel_job for up to $7 matching jobs (waiting, pending or running); a running attempt
+-- is closed with a 'cancelled' job_runs row ($8: who). `parents`: the cancelled jobs that
+-- children wait on (the caller releases them in the same transaction).
 WITH picked AS (
   SELECT j.id, j.status, j.attempts, j.locked_by, j.started_at
     FROM job_queue j
    WHERE j.status = $1
-     AND j.status IN ('pending', 'running')
+     AND j.status IN ('waiting', 'pending', 'running')
      AND ($2::text IS NULL OR j.queue = $2)
      AND ($3::text IS NULL OR j.task_type = $3)
      AND ($4::text IS NULL
@@ -406,7 +448,8 @@ WITH picked AS (
          updated_at = now()
     FROM picked
    WHERE j.id = picked.id
-  RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name
+  RETURNING j.id, j.task_type, j.queue, j.run_type, j.requested_by, j.schedule_name,
+            j.has_children
 ), closed AS (
   INSERT INTO job_runs (job_id, job_key, queue, run_type, status, reason, attempt, error,
                         user_id, worker_id, schedule_name, started_at, finished_at,
@@ -422,7 +465,8 @@ WITH picked AS (
   RETURNING job_id
 )
 SELECT count(*) AS jobs, min(id) AS lowest_id, max(id) AS highest_id,
-       (SELECT count(*) FROM closed) AS runs_closed
+       (SELECT count(*) FROM closed) AS runs_closed,
+       array_agg(id) FILTER (WHERE has_children) AS parents
   FROM cancelled;
 
 -- name: bulk_delete

@@ -1,5 +1,6 @@
-"""`python -m worker status`: counts by queue, task type and status, the oldest due job per
-queue, paused queues, and pending task types that no handler in this worker serves."""
+"""`python -m worker status`: counts by queue, task type and status (with the jobs waiting on
+their parents in total), the oldest due job per queue, paused queues, and pending task types
+that no handler in this worker serves."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ async def report(admin: AdminStore, registry: Registry) -> dict[str, Any]:
     served = set(registry.names())
     return {
         "counts": [dict(row) for row in counts],
+        # jobs whose parents have not all succeeded yet (depends_on): never claimed until then
+        "waiting": sum(int(row["jobs"]) for row in counts if row["status"] == "waiting"),
         "oldest_pending": [
             {"queue": row["queue"], "age_s": round(row["age_s"], 3), "due": row["due"]}
             for row in oldest

@@ -74,6 +74,11 @@ class JobRequest:
     trace_context: dict[str, str] | None = None
     """The caller's W3C trace context (an HTTP request's traceparent), continued by the
     job's attempt when the worker traces."""
+    depends_on: tuple[int, ...] = ()
+    """Jobs that must succeed first (schema/0014_workflows.sql); no dedupe key then."""
+    on_parent_failure: str = "cancel"
+    """'cancel': a parent failed for good or cancelled cancels this job; 'run': it runs
+    once every parent is final."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +199,8 @@ class AdminStore:
             job.requested_by if job.requested_by is not None else actor.user_id,
             job.trace_context,
         )
+        if job.depends_on:
+            return await self._enqueue_with_parents(actor, job, run_type)
         for _ in range(_ENQUEUE_TRIES):
             with _permission_errors():
                 async with self.pool.acquire() as conn, conn.transaction():
@@ -204,6 +211,33 @@ class AdminStore:
                         await _audit(conn, actor, "job_enqueue", job_target(row), _detail(row))
             return Enqueued(int(row["id"]), str(row["status"]), bool(row["created"]))
         raise errors.Conflict(f"dedupe key {job.dedupe_key!r} is being taken by another enqueue")
+
+    async def _enqueue_with_parents(self, actor: Actor, job: JobRequest, run_type: str) -> Enqueued:
+        """A job that depends on others: job_queue_enqueue locks its parents and decides
+        its state; a missing parent or a refused argument is InvalidInput."""
+        with _permission_errors():
+            async with self.pool.acquire() as conn, conn.transaction():
+                try:
+                    job_id = await conn.fetchval(
+                        Q["enqueue_with_parents"],
+                        job.task_type,
+                        job.payload,
+                        job.run_at,
+                        job.queue,
+                        job.priority,
+                        job.max_attempts,
+                        list(job.depends_on),
+                        job.on_parent_failure,
+                        job.trace_context,
+                    )
+                except asyncpg.InvalidParameterValueError as exc:
+                    field = "/depends_on" if "depends_on" in str(exc) else ""
+                    raise errors.InvalidInput(str(exc), [(field, str(exc))]) from None
+                requested_by = job.requested_by if job.requested_by is not None else actor.user_id
+                row = await conn.fetchrow(Q["mark_enqueued"], job_id, run_type, requested_by)
+                assert row is not None
+                await _audit(conn, actor, "job_enqueue", job_target(row), _detail(row))
+        return Enqueued(int(row["id"]), str(row["status"]), True)
 
     async def retry_job(self, actor: Actor, job_id: int) -> Record | None:
         return await self._change(actor, "job_retry", job_target, "retry_job", job_id)
@@ -240,9 +274,11 @@ class AdminStore:
             async with self.pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(Q[f"bulk_{action}"], *args)
                 assert row is not None
+                if action == "cancel" and row["parents"]:
+                    await conn.fetchval(Q["release_children"], row["parents"])
                 if row["jobs"]:
                     detail = {
-                        **dict(row),
+                        **{k: v for k, v in dict(row).items() if k != "parents"},
                         "status": status,
                         "filter": where.as_dict(),
                         "max_id": max_id,
@@ -432,6 +468,12 @@ class Reads:
 
     async def workers(self, stale_after_beats: int) -> list[Record]:
         return await self.conn.fetch(Q["workers"], stale_after_beats)
+
+    async def job_parents(self, job_id: int) -> list[Record]:
+        return await self.conn.fetch(Q["job_parents"], job_id)
+
+    async def job_children(self, job_id: int, limit: int) -> list[Record]:
+        return await self.conn.fetch(Q["job_children"], job_id, limit)
 
     async def job_runs(self, job_id: int, limit: int) -> list[Record]:
         return await self.conn.fetch(Q["job_runs"], job_id, limit)

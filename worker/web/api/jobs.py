@@ -55,7 +55,12 @@ async def enqueue_job(body: models.EnqueueJob, request: Request, caller: Enqueue
         dedupe_key=body.dedupe_key,
         requested_by=body.user_id,
         trace_context=tracing.from_headers(request.headers),
+        depends_on=tuple(body.depends_on),
+        on_parent_failure=body.on_parent_failure,
     )
+    if job.depends_on and job.dedupe_key is not None:
+        problem = "a job with depends_on cannot have a dedupe_key"
+        raise errors.InvalidInput(problem, [("/dedupe_key", problem)])
     done = await admin_jobs.enqueue(
         svc.admin, svc.registry, caller.actor, job, run_type="queue", force=body.force
     )
@@ -223,6 +228,8 @@ async def get_job(
     return models.JobDetail(
         job=models.Job(**{k: v for k, v in job.items() if k in models.Job.model_fields}),
         runs=[models.Run(**run) for run in shown["runs"]],
+        parents=[models.JobLink(**link) for link in shown["parents"]],
+        children=[models.JobLink(**link) for link in shown["children"]],
     )
 
 
@@ -248,7 +255,7 @@ async def retry_job(job_id: JobId, request: Request, caller: Admin) -> models.Jo
     "/jobs/{job_id}/cancel",
     response_model=models.JobChanged,
     responses=common.responses(404, 409),
-    summary="Cancel a pending or running job",
+    summary="Cancel a waiting, pending or running job (and its waiting children)",
 )
 async def cancel_job(job_id: JobId, request: Request, caller: Admin) -> models.JobChanged:
     row = await admin_jobs.cancel(common.services(request).admin, caller.actor, job_id)

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from worker import names, store, values
 
-JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["waiting", "pending", "running", "succeeded", "failed", "cancelled"]
 RunStatus = Literal["succeeded", "retry", "failed", "cancelled", "rescued"]
 RunType = Literal["queue", "cron", "manual"]
 
@@ -80,6 +80,14 @@ class EnqueueJob(Request):
     """Who asked for it (job_queue.requested_by); default: the caller, for a signed-in user."""
     force: bool = False
     """Enqueue a task type no handler in this worker serves (another service may)."""
+    depends_on: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    """Ids of jobs that must succeed first (they must exist). Until then the job is
+    `waiting`; not with a dedupe_key."""
+    on_parent_failure: Literal["cancel", "run"] = "cancel"
+    """When a parent fails for good or is cancelled: cancel this job too, or run it once
+    every parent is final."""
 
 
 class Enqueued(BaseModel):
@@ -177,10 +185,23 @@ class Job(BaseModel):
     updated_at: datetime
 
 
+class JobLink(BaseModel):
+    """A parent or child of a job, and its state."""
+
+    id: int
+    task_type: str
+    status: str
+    finished_at: datetime | None
+
+
 class JobDetail(BaseModel):
     job: Job
     runs: list[Run]
     """The latest attempts, newest first."""
+    parents: list[JobLink] = []
+    """The jobs it depends on (depends_on)."""
+    children: list[JobLink] = []
+    """The jobs that depend on it (the first 100)."""
 
 
 class JobChanged(BaseModel):

@@ -83,6 +83,7 @@ async def _overview_reads(
         estimated_rows = int(counts["estimated_rows"])
         live = {status: int(counts[status]) for status in ("pending", "running", "failed")}
         live["cancelled"] = int(counts["cancelled"])
+        live["waiting"] = int(counts["waiting"])
         exact = estimated_rows < EXACT_COUNT_MAX_ROWS
         if exact:
             live["succeeded"] = await reads.succeeded_count()
@@ -114,7 +115,7 @@ def _group(
     return dict(sorted(by_queue.items())), dict(sorted(by_task.items())), oldest
 
 
-_LIVE = ("pending", "running", "failed")
+_LIVE = ("waiting", "pending", "running", "failed")
 
 
 def _buckets(rows: list[store.Record]) -> dict[datetime, tuple[int, int]]:
@@ -240,6 +241,8 @@ async def job(view: View, *, status: int = 200, flash: Flash | None = None) -> R
             return not_found(view, f"There is no job {job_id}.")
         runs = await reads.job_runs(job_id, 200)
         audit = await reads.audit_entries(f"job:{job_id}", 50)
+        parents = await reads.job_parents(job_id)
+        children = await reads.job_children(job_id, admin_jobs.SHOWN_CHILDREN)
     return view.page(
         "job.html",
         status=status,
@@ -247,8 +250,11 @@ async def job(view: View, *, status: int = 200, flash: Flash | None = None) -> R
         job=row,
         runs=runs,
         audit=audit,
+        parents=parents,
+        children=children,
+        shown_children=admin_jobs.SHOWN_CHILDREN,
         can_retry=row["status"] in ("failed", "cancelled"),
-        can_cancel=row["status"] in ("pending", "running"),
+        can_cancel=row["status"] in ("waiting", "pending", "running"),
         can_run_now=row["status"] == "pending",
         can_delete=row["status"] in ("failed", "cancelled"),
     )

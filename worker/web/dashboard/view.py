@@ -25,7 +25,7 @@ from worker.web.dashboard import auth, render
 FLASH_COOKIE = "worker_flash"
 COOKIE_PATH = "/dashboard"
 PAGE_SIZE = 50
-JOB_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = ("waiting", "pending", "running", "succeeded", "failed", "cancelled")
 RUN_STATUSES = ("succeeded", "retry", "failed", "cancelled", "rescued")
 RUN_TYPES = ("queue", "cron", "manual")
 _MAX_TEXT_CHARS = 200
