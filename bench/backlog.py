@@ -5,7 +5,8 @@
 
 Every variant has its own database, migrated, holding `--backlog` rows the worker may not
 claim (inserted once with INSERT ... SELECT generate_series, then VACUUM ANALYZE: rows
-that have sat in the table a while), all with the same worker configuration,
+that have sat in the table a while, as autovacuum would have analyzed them;
+`--no-analyze`: VACUUM only), all with the same worker configuration,
 WORKER_QUEUES=default,held and the `noop` handler:
 
 * none: no such rows (the baseline);
@@ -20,7 +21,9 @@ DATABASE_URL, WORKER_HANDLER_MODULES and WORKER_QUEUES set) is timed from start 
 which is after it drained them. Then the drained rows are deleted and the tables vacuumed,
 so every round starts alike. `ratio` = drain time / the baseline's, same round.
 
-Idle poll: with nothing claimable, the worker's claim statement (finish_and_claim from
+Busy claim: before each drain, the claim statement taking 100 of the due jobs, as
+EXPLAIN (ANALYZE) EXECUTE in a transaction rolled back (`busy_ms`). Idle poll: with nothing
+claimable, the worker's claim statement (finish_and_claim from
 worker/queries.sql with the claim spec `python -m worker` sends: its queues, `noop`, 100
 jobs) on a session set up as the engine's (worker.store.connect: generic plans, JIT off),
 measured two ways: `EXPLAIN (ANALYZE) EXECUTE` of the prepared statement, so the generic
@@ -60,7 +63,7 @@ VARIANTS: dict[str, str] = {
 POLL_SAMPLES = 30
 
 
-async def load(dsn: str, variant: str, backlog: int) -> float:
+async def load(dsn: str, variant: str, backlog: int, analyze: bool) -> float:
     """Migrate and add the variant's rows; seconds it took."""
     started = time.perf_counter()
     await harness.migrate_worker(dsn)
@@ -73,7 +76,7 @@ async def load(dsn: str, variant: str, backlog: int) -> float:
                 "INSERT INTO job_queue_pauses (queue, paused_by, reason) "
                 "VALUES ('held', 'bench', 'backlog variant')"
             )
-        await connection.execute("VACUUM ANALYZE job_queue")
+        await connection.execute("VACUUM ANALYZE job_queue" if analyze else "VACUUM job_queue")
     finally:
         await connection.close()
     return time.perf_counter() - started
@@ -83,6 +86,7 @@ async def drain_once(dsn: str, n: int) -> dict[str, Any]:
     connection = await asyncpg.connect(dsn)
     try:
         await harness.enqueue_worker(connection, n)
+        busy_ms = await busy_claim(dsn)
         running = harness.Running(
             harness.worker_argv("--once"), harness.worker_env(dsn, {"WORKER_QUEUES": QUEUES})
         )
@@ -100,7 +104,7 @@ async def drain_once(dsn: str, n: int) -> dict[str, Any]:
         await connection.close()
     if code not in (0, None) or done != n:
         raise RuntimeError(f"exit {code}, {done} of {n} done: {tail}")
-    return {"drain_s": round(elapsed, 3), "jobs_per_s": round(n / elapsed, 1)}
+    return {"drain_s": round(elapsed, 3), "jobs_per_s": round(n / elapsed, 1), "busy_ms": busy_ms}
 
 
 def claim_args() -> list[Any]:
@@ -132,6 +136,32 @@ def literal(value: Any) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     return repr(value)
+
+
+async def busy_claim(dsn: str, samples: int = 5) -> float:
+    """The claim statement taking 100 due jobs (EXPLAIN ANALYZE EXECUTE, rolled back):
+    planning + execution, median, ms."""
+    from worker import queries, store  # noqa: PLC0415
+
+    db = await store.connect(dsn, max_size=1)
+    literals = ", ".join(literal(a) for a in claim_args())
+    times = []
+    try:
+        async with db.pool.acquire() as connection:
+            await connection.execute("PREPARE busy_claim AS " + queries.QUERIES["finish_and_claim"])
+            for _ in range(samples):
+                transaction = connection.transaction()
+                await transaction.start()
+                plan = await connection.fetchval(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE busy_claim(" + literals + ")"
+                )
+                await transaction.rollback()
+                top = json.loads(plan)[0]
+                times.append(top["Planning Time"] + top["Execution Time"])
+            await connection.execute("DEALLOCATE busy_claim")
+    finally:
+        await db.close()
+    return round(statistics.median(times), 3)
 
 
 async def idle_poll(dsn: str) -> dict[str, Any]:
@@ -172,7 +202,7 @@ async def amain(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         for variant in args.variants:
             databases[variant] = await stack.enter_async_context(harness.fresh_database(admin))
-            seconds = await load(databases[variant][1], variant, args.backlog)
+            seconds = await load(databases[variant][1], variant, args.backlog, not args.no_analyze)
             harness.log(
                 f"{variant}: {args.backlog if variant != 'none' else 0} rows in {seconds:.1f} s"
             )
@@ -206,8 +236,9 @@ async def amain(args: argparse.Namespace) -> int:
             "ratio",
         ),
         "",
-        "ratio: drain time / the same round's baseline (target <= 1.25); explain_ms, "
-        "claim_ms: the idle poll's claim statement, median of 30",
+        "ratio: drain time / the same round's baseline (target <= 1.25); busy_ms: the claim "
+        "statement taking 100 due jobs (EXPLAIN ANALYZE, rolled back, median of 5); "
+        "explain_ms, claim_ms: the idle poll's claim statement, median of 30",
     ]
     print("\n".join(lines))
     path = harness.write_results(
@@ -227,6 +258,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=20000, help="jobs drained per run")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="rows it cannot take")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--no-analyze",
+        action="store_true",
+        help="VACUUM the loaded rows without ANALYZE (autovacuum may still analyze them)",
+    )
     args = parser.parse_args()
     args.variants = [v for v in args.variants.split(",") if v]
     if not set(args.variants) <= set(VARIANTS) or "none" not in args.variants:
