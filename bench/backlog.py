@@ -232,7 +232,16 @@ async def amain(args: argparse.Namespace) -> int:
         "",
         harness.table(
             rows,
-            ["variant", "drain_s", "jobs_per_s", "ratio", "explain_ms", "claim_ms", "ok"],
+            [
+                "variant",
+                "drain_s",
+                "jobs_per_s",
+                "ratio",
+                "busy_ms",
+                "explain_ms",
+                "claim_ms",
+                "ok",
+            ],
             "ratio",
         ),
         "",
