@@ -448,7 +448,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], spread: str = 
 
 def write_results(name: str, payload: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS_DIR / f"{name}-{stamp}.json"  # runs with the same name do not overwrite
     payload = {
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": sys.argv,
