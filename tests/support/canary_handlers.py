@@ -38,8 +38,9 @@ async def message(ctx: JobContext, payload: Empty) -> JobResult:
     conf = handler_settings.get()
     assert conf.game_platform_api_token is not None
     endpoint_secrets = [e.secret.get_secret_value() for e in conf.endpoints.values() if e.secret]
-    sentry = ctx.settings.sentry_dsn.get_secret_value() if ctx.settings.sentry_dsn else ""
-    passwords = list(config.dashboard_users(ctx.settings.dashboard_users).values())
+    settings = config.load()  # the worker's own settings, read from the environment
+    sentry = settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else ""
+    passwords = list(config.dashboard_users(settings.dashboard_users).values())
     raise RuntimeError(
         f"upstream refused {conf.game_platform_api_token.get_secret_value()} and "
         f"{' '.join(endpoint_secrets)}; sentry key {urlsplit(sentry).username}; "
@@ -50,8 +51,9 @@ async def message(ctx: JobContext, payload: Empty) -> JobResult:
 @handler("canary_dsn", payload=Empty, max_attempts=1, timeout_s=30)
 async def dsn(ctx: JobContext, payload: Empty) -> JobResult:
     """A connection error to the worker's own DSN (on a closed port), quoted in full."""
-    assert ctx.settings.database_url is not None
-    url = ctx.settings.database_url.get_secret_value()
+    settings = config.load()  # the worker's own settings, read from the environment
+    assert settings.database_url is not None
+    url = settings.database_url.get_secret_value()
     parts = urlsplit(url)
     closed = url.replace(f":{parts.port}/", ":1/") if parts.port else url + "&port=1"
     try:
