@@ -86,6 +86,13 @@ class Options(TypedDict, total=False):
     concurrency_key: str | None
 
 
+class EnqueueOptions(Options, total=False):
+    """`enqueue`'s keyword arguments for one job, parents included (not for enqueue_many)."""
+
+    depends_on: Sequence[int] | None
+    on_parent_failure: str
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One job for `enqueue_many`; the fields mean what `enqueue`'s arguments do."""
@@ -116,6 +123,8 @@ async def enqueue(
     dedupe_key: str | None = None,
     user_id: UUID | str | None = None,
     concurrency_key: str | None = None,
+    depends_on: Sequence[int] | None = None,
+    on_parent_failure: str = "cancel",
 ) -> Enqueued:
     """Write one job in `conn`'s transaction (one round trip) and return its id.
 
@@ -124,12 +133,22 @@ async def enqueue(
     a pending or running job holds it, enqueueing again writes nothing and returns that job
     (`duplicate=True`). `user_id`: who asked for it (job_queue.requested_by).
     `concurrency_key`: the key the handler's per-key concurrency limit counts it under.
+    `depends_on`: ids of jobs it waits for (it runs once they all succeeded; see
+    Workflows); `on_parent_failure`: `cancel` (default) or `run`. Such a job goes through
+    `job_queue_enqueue` (service_role or the table's owner; two round trips) and takes no
+    dedupe_key.
     """
     job = Job(
         task_type, payload, run_at, queue, priority, max_attempts, dedupe_key, user_id,
         concurrency_key,
     )  # fmt: skip
     args = [*_checked(job), _trace_context()]
+    if depends_on is not None:
+        [row] = await _fetch(
+            conn, "enqueue_after", _after(job, args, depends_on, on_parent_failure)
+        )
+        [row] = await _fetch(conn, "job_status", [row[0]])
+        return _enqueued(row)
     for _ in range(2):
         rows = await _fetch(conn, "enqueue", args)
         if rows:
@@ -166,6 +185,8 @@ def enqueue_sync(
     dedupe_key: str | None = None,
     user_id: UUID | str | None = None,
     concurrency_key: str | None = None,
+    depends_on: Sequence[int] | None = None,
+    on_parent_failure: str = "cancel",
 ) -> Enqueued:
     """`enqueue` for sync code: a psycopg 3 `Connection`, a SQLAlchemy `Connection` or
     `Session` (psycopg driver)."""
@@ -174,6 +195,10 @@ def enqueue_sync(
         concurrency_key,
     )  # fmt: skip
     args = [*_checked(job), _trace_context()]
+    if depends_on is not None:
+        [row] = _fetch_sync(conn, "enqueue_after", _after(job, args, depends_on, on_parent_failure))
+        [row] = _fetch_sync(conn, "job_status", [row[0]])
+        return _enqueued(row)
     for _ in range(2):
         rows = _fetch_sync(conn, "enqueue", args)
         if rows:
@@ -198,6 +223,26 @@ def enqueue_many_sync(conn: SyncConnection, jobs: Iterable[Job]) -> list[int]:
 
 
 # -- checks ---------------------------------------------------------------------------------
+
+
+def _after(
+    job: Job, args: list[Any], depends_on: Sequence[int], on_parent_failure: str
+) -> list[Any]:
+    """enqueue_after's arguments: the job's, its parents and its policy, checked."""
+    if job.dedupe_key is not None:
+        raise ValueError("dedupe_key: a job with depends_on cannot take one")
+    if job.user_id is not None:
+        raise ValueError("user_id: not recorded for a job with depends_on")
+    if on_parent_failure not in ("cancel", "run"):
+        raise ValueError(
+            f"on_parent_failure must be cancel or run, not {_shown(on_parent_failure)}"
+        )
+    parents = list(depends_on)
+    if not parents or not all(isinstance(p, int) and not isinstance(p, bool) for p in parents):
+        raise ValueError("depends_on must be a non-empty list of job ids")
+    # $1..$6 as for enqueue, then concurrency_key, trace context, parents, policy
+    return [*args[:6], args[8], args[9], parents, on_parent_failure]
+
 
 Row: TypeAlias = tuple[
     str, str, datetime | None, str, int, int | None, str | None, UUID | None, str | None

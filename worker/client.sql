@@ -27,6 +27,20 @@ SELECT j.id, j.status, true
    AND NOT EXISTS (SELECT 1 FROM inserted)
  LIMIT 1;
 
+-- name: enqueue_after
+-- One job that waits for its parents ($9 depends_on, $10 on_parent_failure), through
+-- job_queue_enqueue, which locks the parents and decides waiting, pending or cancelled
+-- (schema/0014_workflows.sql). Returns its id; job_status then reads what was decided
+-- (this statement's snapshot cannot see the row the function wrote).
+SELECT job_queue_enqueue(
+         task_type => $1::text, payload => $2::text::jsonb, run_at => $3::timestamptz,
+         queue => $4::text, priority => $5::integer, max_attempts => $6::integer,
+         depends_on => $9::bigint[], on_parent_failure => $10::text,
+         concurrency_key => $7::text, trace_context => $8::text::jsonb) AS id;
+
+-- name: job_status
+SELECT id, status, false AS duplicate FROM job_queue WHERE id = $1::bigint;
+
 -- name: enqueue_many
 -- Many jobs in one statement: column arrays $1..$9, one element per job, the trace context
 -- $10 they all share, and $11 the distinct dedupe keys among them. unnest feeds the insert

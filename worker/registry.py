@@ -145,7 +145,7 @@ class JobContext:
         self,
         task_type: str,
         payload: Mapping[str, Any] | pydantic.BaseModel,
-        **options: Unpack[client.Options],
+        **options: Unpack[client.EnqueueOptions],
     ) -> client.Enqueued:
         """Enqueue a follow-up job through the worker's pool (worker.client.enqueue's
         options). It is committed at once: it stays whatever becomes of this attempt, so
@@ -277,7 +277,7 @@ class Task(Generic[P, R]):
         self,
         conn: AsyncConnection,
         payload: P | Mapping[str, Any],
-        **options: Unpack[client.Options],
+        **options: Unpack[client.EnqueueOptions],
     ) -> client.Enqueued:
         """worker.client.enqueue of this task type, the payload checked first."""
         options.setdefault("max_attempts", self.handler.max_attempts)
@@ -287,7 +287,7 @@ class Task(Generic[P, R]):
         self,
         conn: SyncConnection,
         payload: P | Mapping[str, Any],
-        **options: Unpack[client.Options],
+        **options: Unpack[client.EnqueueOptions],
     ) -> client.Enqueued:
         """worker.client.enqueue_sync of this task type, the payload checked first."""
         options.setdefault("max_attempts", self.handler.max_attempts)

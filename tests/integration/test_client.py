@@ -416,3 +416,33 @@ async def waiting_on_a_lock(db: store.Store, pid: int) -> None:
 @pytest.mark.parametrize("name", sorted(client.QUERIES))
 async def test_every_client_query_prepares(conn: asyncpg.Connection, name: str) -> None:
     await conn.prepare(client.QUERIES[name])
+
+
+async def test_a_job_enqueued_after_its_parents_waits_for_them(
+    db: store.Store, db_dsn: str, make_settings: Any
+) -> None:
+    """depends_on through the client (asyncpg and psycopg): the child waits until its
+    parent succeeded, then runs; a bad policy or a dedupe key is refused before writing."""
+    parent = await client.enqueue(db.pool, "ok", {})
+    child = await client.enqueue(db.pool, "ok", {}, depends_on=[parent.job_id])
+    assert (parent.status, child.status) == ("pending", "waiting")
+
+    def produce() -> client.Enqueued:
+        with psycopg.connect(db_dsn) as sconn:
+            return client.enqueue_sync(
+                sconn, "ok", {}, depends_on=[parent.job_id, child.job_id], on_parent_failure="run"
+            )
+
+    run_anyway = await asyncio.to_thread(produce)
+    assert run_anyway.status == "waiting"
+    for refused, problem in (
+        ({"on_parent_failure": "maybe"}, "on_parent_failure must be cancel or run"),
+        ({"dedupe_key": "k"}, "dedupe_key: a job with depends_on cannot take one"),
+        ({"depends_on": []}, "depends_on must be a non-empty list of job ids"),
+    ):
+        options: dict[str, Any] = {"depends_on": [parent.job_id], **refused}
+        with pytest.raises(ValueError, match=problem):
+            await client.enqueue(db.pool, "ok", {}, **options)
+    await drain(db, make_settings())
+    statuses = await db.pool.fetch("SELECT id, status FROM job_queue ORDER BY id")
+    assert [r["status"] for r in statuses] == ["succeeded"] * 3
