@@ -47,7 +47,11 @@ def previous_version(into: Path) -> str:
     core migration was added; returns that migration's file name."""
     latest = sorted((ROOT / "schema").glob("[0-9][0-9][0-9][0-9]_*.sql"))[-1]
     try:
-        added = git("log", "--diff-filter=A", "--format=%H", "--", str(latest)).split()[-1]
+        # On the mainline (first parents): a migration that came in by a merge was added
+        # by the merge, whose first parent is the release before it.
+        added = git(
+            "log", "--first-parent", "--diff-filter=A", "--format=%H", "--", str(latest)
+        ).split()[-1]
     except (subprocess.CalledProcessError, FileNotFoundError, IndexError):
         pytest.skip("needs the repository's git history (a full clone)")
     archive = git("archive", "--format=tar", f"{added.decode()}~1", "worker", "schema")
