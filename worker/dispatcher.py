@@ -29,15 +29,16 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import asyncpg
 import structlog
 
-from worker import errors, executor, faults, store, tracing
+from worker import errors, executor, faults, redact, store, tracing
 from worker.clock import Clock, SystemClock
 from worker.config import Settings
+from worker.observer import NullObserver, Observer
 from worker.registry import JobContext, Registry
 
 log = structlog.get_logger("worker.dispatcher")
@@ -108,38 +109,6 @@ def _result_entry(outcome: executor.Outcome, written: bool) -> dict[str, Any]:
         "notes": result.notes if result else [],
         "error": outcome.verdict.error,
     }
-
-
-class Observer(Protocol):
-    """Receives what the dispatcher does, for metrics and error reporting (observability.py
-    implements it; tests may pass their own). Calls must be cheap and must not raise."""
-
-    def claimed(self, jobs: int, seconds: float) -> None:
-        """A claim statement returned `jobs` rows after `seconds`."""
-
-    def finished(self, outcome: executor.Outcome, written: bool) -> None:
-        """An attempt's outcome was written (`written`=False: the lease had been lost)."""
-
-    def loop_alive(self, loop: str) -> None:
-        """A long-running loop ("claimer", "flusher", "listener", ...) made progress."""
-
-    def rescued(self, job: store.Record) -> None:
-        """The rescuer took back a job whose lease expired (job_id, status 'rescued' or
-        'failed', task_type, queue, attempt, error)."""
-
-
-class NullObserver:
-    def claimed(self, jobs: int, seconds: float) -> None:
-        pass
-
-    def finished(self, outcome: executor.Outcome, written: bool) -> None:
-        pass
-
-    def loop_alive(self, loop: str) -> None:
-        pass
-
-    def rescued(self, job: store.Record) -> None:
-        pass
 
 
 class Dispatcher:
@@ -549,7 +518,7 @@ class Dispatcher:
                     task_type, outcome.verdict.hold_s, outcome.verdict.error
                 )
             except Exception as exc:  # the job's own retry delay still applies
-                log.warning("hold_failed", task_type=task_type, error=executor.describe(exc))
+                log.warning("hold_failed", task_type=task_type, error=redact.describe(exc))
                 continue
             log.warning("task_type_held", task_type=task_type, hold_s=outcome.verdict.hold_s)
 
@@ -567,7 +536,7 @@ class Dispatcher:
                 self._wake_at = claimed.wake_at
             return claimed.written, claimed.rows
         except _REFUSED as exc:
-            log.error("finish_batch_refused", jobs=len(rows), error=executor.describe(exc))
+            log.error("finish_batch_refused", jobs=len(rows), error=redact.describe(exc))
         written: set[int] = set()
         for row in rows:
             written |= await self._write_alone(row)
@@ -577,13 +546,13 @@ class Dispatcher:
         try:
             return (await self._write_retrying([row], 0)).written
         except _REFUSED as exc:
-            problem = f"could not record the handler's result: {executor.describe(exc)}"
+            problem = f"could not record the handler's result: {redact.describe(exc)}"
         log.error("job_result_dropped", job_id=row.job_id, error=problem)
         fallback = row._replace(result=None, notes=problem, error=row.error or problem)
         try:
             return (await self._write_retrying([fallback], 0)).written
         except _REFUSED as exc:  # nothing left to strip; the lease will expire and be rescued
-            log.error("job_outcome_lost", job_id=row.job_id, error=executor.describe(exc))
+            log.error("job_outcome_lost", job_id=row.job_id, error=redact.describe(exc))
             return set()
 
     async def _write_retrying(self, rows: list[store.Finish], claim: int) -> store.Claimed:

@@ -14,13 +14,12 @@ from uuid import UUID
 import anyio.to_thread
 import pydantic
 
-from worker import backoff, errors, redact, store, tracing, values
+from worker import backoff, errors, store, tracing, values
 from worker.clock import Clock
+from worker.redact import describe
 from worker.registry import Handler, JobContext, JobResult
 
 Kind = Literal["succeeded", "retry", "failed", "cancelled"]
-
-_MAX_ERROR_CHARS = 4000
 
 
 # Job, Verdict and Outcome are made for every attempt: plain slotted dataclasses, not frozen
@@ -80,14 +79,6 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         return backoff.retry_delay(attempt, base_s=self.base_s, cap_s=self.cap_s)
-
-
-def describe(exc: BaseException) -> str:
-    """`Type: message`, bounded and scrubbed of secrets, for last_error and job_runs.error
-    (and log lines). Only failures pay for the scrub: a succeeded job never gets here."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    text = redact.scrub(text.replace("\x00", "\ufffd"))  # PostgreSQL text cannot hold NUL
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 
 
 _SUCCEEDED = Verdict("succeeded", "ok")

@@ -13,9 +13,10 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from worker import dispatcher, faults, store
+from worker import faults, store
 from worker.clock import Clock
 from worker.config import Settings
+from worker.observer import NullObserver, Observer
 
 log = structlog.get_logger("worker.maintenance")
 
@@ -41,11 +42,11 @@ class Rescuer:
     """Returns jobs whose lease expired (a dead or hung worker) to pending, or to failed."""
 
     def __init__(
-        self, db: store.Store, settings: Settings, observer: dispatcher.Observer | None = None
+        self, db: store.Store, settings: Settings, observer: Observer | None = None
     ) -> None:
         self.db = db
         self.settings = settings
-        self.observer = observer or dispatcher.NullObserver()
+        self.observer = observer or NullObserver()
 
     async def run_once(self) -> RescueReport:
         rescued = failed = released = 0

@@ -199,7 +199,7 @@ def stale_after_s(settings: Settings, interval_s: float = 0.0) -> float:
 
 
 class Telemetry:
-    """The dispatcher's Observer (see dispatcher.Observer): metrics, liveness, Sentry reports.
+    """The dispatcher's Observer (see worker.observer.Observer): metrics, liveness, Sentry reports.
 
     Every call is a few dict updates: the dispatcher calls it on its hot path, on the event
     loop, so nothing here blocks or raises.
@@ -229,7 +229,7 @@ class Telemetry:
     def unwatch(self, job_id: int) -> None:
         self._watched.pop(job_id, None)
 
-    # -- dispatcher.Observer --
+    # -- observer.Observer --
 
     def claimed(self, jobs: int, seconds: float) -> None:
         self.claims.observe(seconds)
@@ -385,7 +385,7 @@ class Scrubber:
     @classmethod
     def from_settings(cls, settings: Settings) -> Scrubber:
         """A scrubber for these settings' secrets, which are also registered process-wide so
-        that the error text of failed jobs (worker.executor.describe) is scrubbed of them."""
+        that the error text of failed jobs (worker.redact.describe) is scrubbed of them."""
         secrets = set(settings_secrets(settings))
         redact.register(secrets)
         return cls(secrets)

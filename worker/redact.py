@@ -101,3 +101,14 @@ def secret_values(value: Any) -> Iterator[str]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from secret_values(item)
+
+
+_MAX_ERROR_CHARS = 4000
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, bounded and scrubbed of secrets, for last_error and job_runs.error
+    (and log lines). Only failures pay for the scrub: a succeeded job never gets here."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = scrub(text.replace("\x00", "\ufffd"))  # PostgreSQL text cannot hold NUL
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"

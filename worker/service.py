@@ -35,7 +35,9 @@ from worker import (
     maintenance,
     migrations,
     observability,
+    observer,
     presence,
+    redact,
     scheduler,
     store,
 )
@@ -124,7 +126,7 @@ def _log_unreachable(state: tenacity.RetryCallState) -> None:
     log.warning(
         "database_unreachable",
         attempt=state.attempt_number,
-        error=executor.describe(failure) if failure else None,
+        error=redact.describe(failure) if failure else None,
     )
 
 
@@ -151,11 +153,11 @@ async def _connect(settings: Settings, dsn: str, pool_size: int) -> store.Store:
                     pooled=settings.pooler_mode,
                 )
     except ValueError as exc:
-        problem = observability.Scrubber.from_settings(settings).scrub_text(executor.describe(exc))
+        problem = observability.Scrubber.from_settings(settings).scrub_text(redact.describe(exc))
         raise errors.ConfigError(f"DATABASE_URL: cannot use it: {problem}") from None
     except _CONNECT_ERRORS as exc:
         raise errors.DatabaseUnavailable(
-            f"DATABASE_URL: cannot connect: {executor.describe(exc)}"
+            f"DATABASE_URL: cannot connect: {redact.describe(exc)}"
         ) from None
     raise AssertionError("unreachable")
 
@@ -354,7 +356,7 @@ def _start_loops(
     db: store.Store,
     settings: Settings,
     rescuer: maintenance.Rescuer,
-    observer: dispatcher.Observer,
+    observer: observer.Observer,
 ) -> None:
     pruner = maintenance.Pruner(db, settings, SystemClock())
     tg.start_soon(

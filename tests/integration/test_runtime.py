@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import factories, handlers
 from tests.support.factories import ACTOR
-from worker import dispatcher, maintenance, store
+from worker import dispatcher, maintenance, observer, store
 from worker.admin import queues as admin_queues
 from worker.admin.store import AdminStore
 from worker.clock import SystemClock
@@ -41,7 +41,7 @@ async def test_rescuer_returns_expired_jobs_and_fails_exhausted_ones(
     alive = await running_job(db, lease_expires_at=datetime.now(UTC) + timedelta(minutes=5))
     seen: list[dict[str, Any]] = []
 
-    class Recorder(dispatcher.NullObserver):
+    class Recorder(observer.NullObserver):
         def rescued(self, job: Any) -> None:
             seen.append(dict(job))
 

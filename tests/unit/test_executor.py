@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from worker import errors, executor
+from worker import errors, executor, redact
 from worker.clock import SystemClock
 from worker.registry import Handler, JobContext, JobResult
 
@@ -83,7 +83,7 @@ def test_invalid_payload_is_a_permanent_error_naming_the_field() -> None:
 
 
 def test_describe_bounds_length_and_strips_nul() -> None:
-    text = executor.describe(ValueError("a\x00b" + "x" * 10_000))
+    text = redact.describe(ValueError("a\x00b" + "x" * 10_000))
     assert "\x00" not in text
     assert len(text) <= 4000
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from worker import executor, observability, store
+from worker import observability, redact, store
 from worker.config import Settings
 
 # The database is away, slow, or refuses the statement (a schema not migrated yet).
@@ -60,6 +60,6 @@ class Health:
         except TimeoutError:
             return {"ok": False, "error": f"no answer within {self.ping_timeout_s:g}s"}
         except _DATABASE_ERRORS as exc:
-            return {"ok": False, "error": executor.describe(exc)}
+            return {"ok": False, "error": redact.describe(exc)}
         latency_ms = (loop.time() - t0) * 1000
         return {"ok": True, "server_version": version, "latency_ms": round(latency_ms, 2)}

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from worker import errors, executor, store, values
+from worker import errors, redact, store, values
 from worker.web.api import security
 from worker.web.api.models import Problem
 from worker.web.services import Services
@@ -106,7 +106,7 @@ def to_problem(exc: Exception, path: str) -> Response:
         status, detail, fields = known
         return security.problem(status, detail, errors=fields, instance=path)
     if isinstance(exc, (*store.CONNECTION_ERRORS, asyncpg.PostgresError)):
-        log.warning("api_database_error", path=path, error=executor.describe(exc))
+        log.warning("api_database_error", path=path, error=redact.describe(exc))
         return security.problem(503, "The database did not answer or refused the statement.")
     log.exception("api_failed", path=path)
     return security.problem(500, "Something went wrong; the worker's log says what.")

@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker import executor, store
+from worker import redact, store
 from worker.admin.store import Actor
 from worker.web import ratelimit
 from worker.web.api import security
@@ -115,7 +115,7 @@ class Dashboard:
                 return await self._gated(page, request)
             except _DATABASE_ERRORS as exc:
                 log.warning(
-                    "dashboard_database_error", path=request.url.path, error=executor.describe(exc)
+                    "dashboard_database_error", path=request.url.path, error=redact.describe(exc)
                 )
                 return error_page(503, "The database did not answer in time; try again.")
             except Exception:  # a broken page answers 500 and says so in the log
@@ -166,7 +166,7 @@ class Dashboard:
         try:
             return await self._login(request)
         except _DATABASE_ERRORS as exc:
-            log.warning("dashboard_database_error", path=LOGIN, error=executor.describe(exc))
+            log.warning("dashboard_database_error", path=LOGIN, error=redact.describe(exc))
             return error_page(503, "The database did not answer in time; try again.")
 
     async def _login(self, request: Request) -> Response:
@@ -206,7 +206,7 @@ class Dashboard:
         try:
             return await self._login_token(request)
         except _DATABASE_ERRORS as exc:
-            log.warning("dashboard_database_error", path=LOGIN, error=executor.describe(exc))
+            log.warning("dashboard_database_error", path=LOGIN, error=redact.describe(exc))
             return error_page(503, "The database did not answer in time; try again.")
 
     async def _login_token(self, request: Request) -> Response:
@@ -357,7 +357,7 @@ async def _form(request: Request) -> Values:
     except HTTPException:
         raise
     except Exception as exc:  # a malformed body: the form is empty, the checks refuse it
-        log.warning("dashboard_bad_form", path=request.url.path, error=executor.describe(exc))
+        log.warning("dashboard_bad_form", path=request.url.path, error=redact.describe(exc))
         return {}
     return _values((key, value) for key, value in form.multi_items() if isinstance(value, str))
 
