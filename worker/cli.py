@@ -17,7 +17,6 @@ import anyio
 
 from worker import __version__, config, errors, names, observability, service, values
 from worker.admin import jobs as admin_jobs
-from worker.admin import pgcron
 from worker.admin import queues as admin_queues
 from worker.admin import schedules as admin_schedules
 from worker.admin import status as admin_status
@@ -515,6 +514,8 @@ def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def _import_pg_cron(args: argparse.Namespace, settings: config.Settings) -> int:
+    from worker.admin import pgcron  # noqa: PLC0415 - pglast, needed by this command only
+
     actor = _actor(args).name
 
     async def convert(admin: AdminStore, _: Registry) -> Any:

@@ -45,7 +45,6 @@ from worker.admin.store import AdminStore
 from worker.clock import SystemClock
 from worker.config import Settings
 from worker.registry import REGISTRY, Registry
-from worker.web import app as web
 from worker.web.services import DrainRequest, Services
 
 log = structlog.get_logger("worker.service")
@@ -449,6 +448,10 @@ def web_services(
 def _web(
     services: Services, host: str | None, port: int
 ) -> contextlib.AbstractAsyncContextManager[int]:
+    # Imported here: the web stack (FastAPI, Starlette, uvicorn, the templates) takes about
+    # 0.3 s to import, which a worker without WORKER_HTTP_PORT need not pay at start.
+    from worker.web import app as web  # noqa: PLC0415
+
     settings = services.settings
     return web.serving(
         web.create_app(services),
