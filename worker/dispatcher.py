@@ -467,9 +467,8 @@ class Dispatcher:
         """Writes every finished outcome waiting, in one statement that also claims the next
         jobs while the queue is busy (one round trip and one commit per cycle). Several
         statements are in flight at once: with one, the database sat idle while Python ran
-        the next batch (measured: ~12k jobs/s with one, ~20k with two). With slots for more
-        than two batches, up to four (batch 100, 800 slots: ~16k jobs/s with two, ~18k with
-        four; bench/README.md)."""
+        the next batch. With slots for more than two batches, up to four (the figures:
+        bench/README.md, "Measurements behind the code")."""
         while True:
             self._wake_flusher.clear()
             if not self._finished or len(self._writes) >= self._max_writes:

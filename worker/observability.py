@@ -55,9 +55,9 @@ def configure_logging(
     """Route structlog to stderr (stdout is kept for command output such as --once's summary).
     With a scrubber, secrets are removed from every line, as from Sentry events.
 
-    JSON lines are rendered by orjson and written as bytes: the outcome line of every job
-    cost ~25 us with the standard library's json and text writes, ~12 us so (measured, one
-    line per job: bench/dispatcher_cpu.py --log-level info)."""
+    JSON lines are rendered by orjson and written as bytes: about half the cost of the
+    outcome line every job writes with the standard library's json and text writes
+    (bench/README.md, "Measurements behind the code")."""
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     processors: list[structlog.typing.Processor] = [
         structlog.processors.add_log_level,
