@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-import sentry_sdk.utils
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -254,6 +253,8 @@ class Settings(BaseSettings):
     def _check_sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
+        import sentry_sdk.utils  # noqa: PLC0415 - ~0.14 s to import, only with a DSN
+
         try:
             sentry_sdk.utils.Dsn(value.get_secret_value())
         except sentry_sdk.utils.BadDsn:
