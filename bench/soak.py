@@ -343,6 +343,19 @@ def tick_key(schedule: str, tick: datetime) -> str:
     return f"schedule:{schedule}:{tick.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
+def tick_of(job: Job) -> datetime | None:
+    """The tick a schedule's job was enqueued for, read from its dedupe key (None when the
+    key is not the scheduler's for that schedule)."""
+    prefix = f"schedule:{job.schedule_name}:"
+    if job.dedupe_key is None or not job.dedupe_key.startswith(prefix):
+        return None
+    try:
+        tick = datetime.strptime(job.dedupe_key[len(prefix) :], "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return tick.replace(tzinfo=UTC)
+
+
 @dataclass
 class Ticks:
     expected: int = 0
@@ -362,18 +375,22 @@ def account_ticks(
     """For each schedule (name -> created_at): every minute tick after its creation up to
     `last_tick` has exactly one job, with the tick's dedupe key, that succeeded and ran
     (its id in `ran`); no tick at all, checked or later, has two jobs."""
+    # A tick's job is found by its dedupe key, which names the tick: its run_at moves when
+    # it is retried or rescued after a kill (backoff), so run_at alone does not identify it.
     by_tick: dict[tuple[str, datetime], list[Job]] = defaultdict(list)
-    for job in jobs:
-        if job.schedule_name is not None:
-            by_tick[(job.schedule_name, job.run_at)].append(job)
     result = Ticks()
+    for job in jobs:
+        if job.schedule_name is None:
+            continue
+        tick = tick_of(job)
+        if tick is None:
+            result.bad_keys.append(f"{job.schedule_name} job {job.id}: {job.dedupe_key}")
+            continue
+        by_tick[(job.schedule_name, tick)].append(job)
     for (name, tick), found in sorted(by_tick.items()):
         label = f"{name} {tick:%H:%M}"
         if len(found) > 1:
             result.doubled.append(f"{label} x{len(found)}")
-        result.bad_keys += [
-            f"{label}: {j.dedupe_key}" for j in found if j.dedupe_key != tick_key(name, tick)
-        ]
     for name, created_at in sorted(schedules.items()):
         tick = floor_minute(created_at) + timedelta(minutes=1)
         while tick <= last_tick:

@@ -94,7 +94,10 @@ WITH RECURSIVE written AS (
      SET status = ($3::text[])[array_position($1::bigint[], j.id)],
          attempts = CASE WHEN ($13::bool[])[array_position($1::bigint[], j.id)]
                          THEN j.attempts ELSE j.attempts - 1 END,
+         -- A retry is due after its delay; a job given back unstarted (`spend` false,
+         -- shutdown) keeps its run_at, and with it its place in the queue.
          run_at = CASE WHEN ($3::text[])[array_position($1::bigint[], j.id)] = 'pending'
+                        AND ($13::bool[])[array_position($1::bigint[], j.id)]
                        THEN now() + make_interval(
                               secs => ($4::float8[])[array_position($1::bigint[], j.id)])
                        ELSE j.run_at END,

@@ -83,6 +83,7 @@ async def test_jobs_claimed_ahead_of_the_slots_are_given_back_at_the_stop(
     registry.add(Handler("slow", slow, handlers.Empty, max_attempts=3))
     first = await factories.make_job(db, task_type="slow", priority=-1)
     others = [await factories.make_job(db, task_type="slow") for _ in range(3)]
+    due = {r["id"]: r["run_at"] for r in await db.pool.fetch("SELECT id, run_at FROM job_queue")}
     worker = dispatcher.Dispatcher(
         db, registry, make_settings(concurrency=1, claim_batch=10, shutdown_grace_s=10.0)
     )
@@ -93,6 +94,8 @@ async def test_jobs_claimed_ahead_of_the_slots_are_given_back_at_the_stop(
     for job_id in others:
         row = await factories.job(db, job_id)
         assert (row["status"], row["attempts"], row["locked_by"]) == ("pending", 0, None)
+        # and its place in the queue: a job given back unstarted keeps its run_at
+        assert row["run_at"] == due[job_id]
 
 
 async def test_a_job_cancelled_before_its_task_ran_is_given_back(
