@@ -250,20 +250,15 @@ async def amain(args: argparse.Namespace) -> int:
         "explain_ms, claim_ms: the idle poll's claim statement, median of 30",
     ]
     print("\n".join(lines))
-    path = harness.write_results(
-        "backlog", {"server": info, "settings": vars(args), "records": records, "report": lines}
+    return harness.finish(
+        "backlog",
+        {"server": info, "settings": vars(args), "records": records, "report": lines},
+        records,
     )
-    print(f"raw results: {path.relative_to(harness.REPO_DIR)}")
-    return 1 if any(r.get("error") for r in records) else 0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 2)[2],
-    )
-    harness.add_common_arguments(parser)
+    parser = harness.parser_for(__doc__)
     parser.add_argument("--n", type=int, default=20000, help="jobs drained per run")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="rows it cannot take")
     parser.add_argument("--variants", default=",".join(VARIANTS))

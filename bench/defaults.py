@@ -316,20 +316,15 @@ async def amain(args: argparse.Namespace) -> int:
     lines = report(args, records)
     print("\n".join(lines))
     name = f"defaults_rtt{args.rtt_ms:g}" if args.rtt_ms else "defaults"
-    path = harness.write_results(
-        name, {"server": info, "proxy_cost": cost, "records": records, "report": lines}
+    return harness.finish(
+        name,
+        {"server": info, "proxy_cost": cost, "records": records, "report": lines},
+        records,
     )
-    print(f"raw results: {path.relative_to(harness.REPO_DIR)}")
-    return 1 if any(r.get("error") for r in records) else 0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 2)[2],
-    )
-    harness.add_common_arguments(parser)
+    parser = harness.parser_for(__doc__)
     parser.add_argument("--n", type=int, default=20000, help="jobs per drain")
     parser.add_argument("--modes", default="defaults,best,pickup")
     parser.add_argument("--contenders", default="worker,pgqueuer")

@@ -458,3 +458,22 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     }
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+def parser_for(doc: str) -> argparse.ArgumentParser:
+    """A script's argument parser: its docstring's first line as the description, the rest
+    after the usage paragraph as the epilog, plus the options every script takes."""
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n", maxsplit=1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc.split("\n\n", 2)[2],
+    )
+    add_common_arguments(parser)
+    return parser
+
+
+def finish(name: str, payload: dict[str, Any], records: Sequence[dict[str, Any]]) -> int:
+    """Write the raw results, say where, and the exit code: 1 when any run failed."""
+    path = write_results(name, payload)
+    print(f"raw results: {path.relative_to(REPO_DIR)}")
+    return 1 if any(r.get("error") for r in records) else 0

@@ -276,20 +276,15 @@ async def amain(args: argparse.Namespace) -> int:
             f"with / without: {with_ / without:.3f}" if with_ and without else "",
         ]
     print("\n".join(lines))
-    path = harness.write_results(
-        "limits", {"server": info, "settings": vars(args), "records": records, "report": lines}
+    return harness.finish(
+        "limits",
+        {"server": info, "settings": vars(args), "records": records, "report": lines},
+        records,
     )
-    print(f"raw results: {path.relative_to(harness.REPO_DIR)}")
-    return 1 if any(r.get("error") for r in records) else 0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 2)[2],
-    )
-    harness.add_common_arguments(parser)
+    parser = harness.parser_for(__doc__)
     parser.add_argument("--processes", type=int, default=2, help="workers sharing the limits")
     parser.add_argument("--rate", default="100/5s", help="the rated handler's rate=")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of a rate/fill run")

@@ -140,20 +140,15 @@ async def amain(args: argparse.Namespace) -> int:
         "worker, backend, other, idle: shares of all CPUs over the drain",
     ]
     print("\n".join(lines))
-    path = harness.write_results(
-        "processes", {"server": info, "settings": vars(args), "records": records, "report": lines}
+    return harness.finish(
+        "processes",
+        {"server": info, "settings": vars(args), "records": records, "report": lines},
+        records,
     )
-    print(f"raw results: {path.relative_to(harness.REPO_DIR)}")
-    return 1 if any(r.get("error") for r in records) else 0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 2)[2],
-    )
-    harness.add_common_arguments(parser)
+    parser = harness.parser_for(__doc__)
     parser.add_argument("--n", type=int, default=20000, help="jobs per drain")
     parser.add_argument("--counts", default="1,2,4", help="worker processes per run")
     parser.add_argument("--paths", default="loopback,proxy")
