@@ -933,6 +933,12 @@ async def wait_ticks(pool: asyncpg.Pool, cfg: Config, schedules: dict[str, datet
 
 
 async def stop_fleet(fleet: Fleet) -> None:
+    """SIGTERM every running worker and wait for them to exit. A replacement started by the
+    last chaos action may still be in the interpreter's own startup, before the worker's
+    code has installed its SIGTERM handler, where the signal's default action kills it
+    (exit -15, nothing claimed yet): the stop waits until each is past STARTUP_S."""
+    youngest = max((w.started for w in fleet.running()), default=0.0)
+    await asyncio.sleep(max(0.0, youngest + STARTUP_S - time.monotonic()))
     for worker in fleet.running():
         fleet.terminate(worker, chaos=False)
     while any(w.state == "terminating" for w in fleet.workers):
