@@ -4,10 +4,10 @@ import signal
 import sys
 from types import FrameType
 
-# SIGTERM or SIGINT while importing (nothing claimed yet) is kept here and acted on by
-# cli.main as soon as it takes the signals over: the process then stops quietly instead of
-# dying by the signal. (Raising from the handler instead could land inside an import that
-# swallows the exception, and the stop would be lost.)
+# SIGTERM or SIGINT while importing (nothing claimed yet) is recorded here, never raised:
+# raising from the handler could land inside an import that turns the exception into another
+# one, and the stop would end in a traceback. cli.main acts on what was recorded; the daemon
+# and `serve` keep this handler until their event loop takes the signals over (service.py).
 _received: list[int] = []
 
 

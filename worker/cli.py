@@ -393,23 +393,26 @@ def _add_enqueue(commands: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None, *, received: Sequence[int] = ()) -> int:
-    """`received`: signals that came while the process was importing (worker/__main__.py)."""
-    # SIGTERM outside the daemon loop (starting up, connecting, one-off commands) must still
-    # exit normally, so atexit handlers run (they stop the embedded PostgreSQL when this
-    # process is its last user). The daemon asked to stop before it ran has done as asked:
-    # it exits 0, as after a graceful stop; a one-off command stopped part way, 128 + 15.
+    """`received`: stop signals that came while the process was importing, and keep coming
+    there until the event loop takes them over (worker/__main__.py records them)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    daemon = not any(arg == "--once" or not arg.startswith("-") for arg in argv)
-    signal.signal(signal.SIGTERM, _exit_quietly if daemon else _exit_on_sigterm)
-    if signal.SIGINT in received:
-        return 128 + signal.SIGINT
-    if signal.SIGTERM in received:
-        return 0 if daemon else 128 + signal.SIGTERM
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.max_jobs is not None and not args.once:
         parser.error("argument --max-jobs: only with --once")
+    # The daemon and `serve` asked to stop before they ran have done as asked: exit 0, as
+    # after a graceful stop. Later, their event loop acts on a stop signal (service.py):
+    # until then the handler of worker/__main__.py records it. A one-off command (and
+    # `--once`) stopped part way exits 128 + the signal, after its atexit handlers (they
+    # stop the embedded PostgreSQL when this process is its last user).
+    command = args.command or "run"
+    in_loop = command in ("serve", "dashboard") or (command == "run" and not args.once)
+    if received:
+        return EXIT_OK if in_loop else 128 + received[0]
+    if not in_loop:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    args.received = received
     try:
         settings = config.load()
         observability.configure_logging(
@@ -463,10 +466,6 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _exit_quietly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
 def _run(func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, **kwargs: Any) -> Any:
     async def call() -> Any:
         return await func(*args, **kwargs)
@@ -500,7 +499,14 @@ def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         print(json.dumps({"applied": shown}))
         return EXIT_OK
     if command in ("serve", "dashboard"):
-        _run(service.serve, settings, host=args.host, port=args.port, exiting=True)
+        _run(
+            service.serve,
+            settings,
+            host=args.host,
+            port=args.port,
+            exiting=True,
+            received=args.received,
+        )
         return EXIT_OK
     if command == "demo":
         summary, report = _run(service.demo, settings, jobs=args.jobs)
@@ -546,6 +552,7 @@ def _run_command(args: argparse.Namespace, settings: config.Settings) -> int:
         service.run,
         settings,
         exiting=True,
+        received=args.received,
         once=args.once,
         max_jobs=args.max_jobs,
         task_types=args.task_type,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -188,7 +188,8 @@ async def database(
             )
         yield db
     finally:
-        await db.close()
+        with anyio.CancelScope(shield=True):  # a stop during the start cancels the block
+            await db.close()
 
 
 @contextlib.asynccontextmanager
@@ -221,13 +222,16 @@ async def run(
     queues: list[str] | None = None,
     demo: bool = False,
     exiting: bool = False,
+    received: Sequence[int] = (),
 ) -> tuple[dispatcher.Summary, OnceReport]:
     """Run until stopped (SIGTERM/SIGINT) or, with `once`, until no due job is left.
 
     `once` is a whole cron-runner pass (GitHub Actions, Railway cron): it fires the due
     schedule ticks (per their missed-tick policy), rescues expired leases, prunes, reports
     to Sentry, then drains; `max_jobs`, `task_types` and `queues` bound the drain.
-    `exiting`: the process ends after this (the CLI), see _stop_signals.
+    `exiting`: the process ends after this (the CLI), see _stop_signals. `received`: stop
+    signals that came before the event loop ran (worker/__main__.py keeps them), acted on
+    as soon as it does; a stop before the first claim returns an empty summary.
     """
     try:
         return await _run(
@@ -238,6 +242,7 @@ async def run(
             queues=queues,
             demo=demo,
             exiting=exiting,
+            received=received,
         )
     except BaseExceptionGroup as group:
         # A loop met a fatal database fault (task groups wrap what their tasks raise):
@@ -266,13 +271,19 @@ async def _run(
     queues: list[str] | None,
     demo: bool,
     exiting: bool,
+    received: Sequence[int],
 ) -> tuple[dispatcher.Summary, OnceReport]:
     registry = _restricted(load_handlers(settings, include_demo=demo), task_types)
     if queues:
         settings = settings.model_copy(update={"queues": queues})
-    async with database(settings) as db, observability.sentry(settings):
+    report = OnceReport()
+    summary = dispatcher.Summary(keep_results=once)
+    async with (
+        _stoppable(exiting=exiting, received=received) as stop,
+        database(settings) as db,
+        observability.sentry(settings),
+    ):
         telemetry = observability.Telemetry(settings)
-        report = OnceReport()
         if settings.scheduler:
             await sync_schedule_file(db, settings, registry)
         worker = dispatcher.Dispatcher(
@@ -291,18 +302,15 @@ async def _run(
                 # platform the truth all along, and requests in flight get to finish.
                 services = web_services(settings, db, registry, telemetry)
                 await stack.enter_async_context(_web(services, None, settings.http_port))
-            # Signals are taken over before the first claim, so a stop from here on is a
-            # graceful one (until then worker/__main__.py exits quietly).
-            signals = stack.enter_context(_stop_signals(exiting=exiting))
             tg = await stack.enter_async_context(anyio.create_task_group())
-            tg.start_soon(_forward_signals, signals, worker)
             if once:
                 await _once_first(db, settings, rescuer, report)
             else:
                 _start_loops(tg, db, settings, rescuer, telemetry)
+            stop.graceful = worker.request_stop  # from here a stop lets jobs finish
             summary = await worker.run()
             tg.cancel_scope.cancel()
-        return summary, report
+    return summary, report
 
 
 def _restricted(registry: Registry, task_types: list[str] | None) -> Registry:
@@ -383,6 +391,46 @@ def _start_loops(
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+class _Stop:
+    """Where SIGTERM and SIGINT go once the event loop has them. Until `graceful` is set
+    (connecting, checking the schema, starting the web server: nothing claimed yet) a
+    signal cancels `scope`, the start; from then on it calls `graceful` (the dispatcher's
+    request_stop: a second signal hurries it)."""
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.graceful: Callable[[], None] | None = None
+
+    def signal(self, signum: int) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        if self.graceful is None:
+            self.scope.cancel()
+        else:
+            self.graceful()
+
+    async def follow(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            self.signal(signum)
+
+
+@contextlib.asynccontextmanager
+async def _stoppable(*, exiting: bool, received: Sequence[int]) -> AsyncIterator[_Stop]:
+    """The block under the stop signals (a _Stop). Those that came before the event loop
+    took them over (`received`, kept by worker/__main__.py while it imported) are acted on
+    first. The process's handler until then only records a signal: raising from it would
+    land wherever Python happened to be, such as inside an import that turns the exception
+    into another one (a traceback and exit 1 instead of a quiet stop)."""
+    stop = _Stop()
+    with _stop_signals(exiting=exiting) as signals:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop.follow, signals)
+            for signum in list(received):  # after the receiver is in place: none is missed
+                stop.signal(signum)
+            with stop.scope:
+                yield stop
+            tg.cancel_scope.cancel()
+
+
 @contextlib.contextmanager
 def _stop_signals(*, exiting: bool) -> Iterator[AsyncIterator[int]]:
     """SIGTERM and SIGINT as a stream while the block runs. Leaving the receiver gives them
@@ -401,12 +449,6 @@ def _stop_signals(*, exiting: bool) -> Iterator[AsyncIterator[int]]:
                 signal.signal(signum, signal.SIG_IGN)
             else:
                 signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-
-
-async def _forward_signals(signals: AsyncIterator[int], worker: dispatcher.Dispatcher) -> None:
-    async for signum in signals:
-        log.info("signal_received", signal=signal.Signals(signum).name)
-        worker.request_stop()
 
 
 # -- the web application --------------------------------------------------------------------
@@ -462,19 +504,27 @@ def _web(
 
 
 async def serve(
-    settings: Settings, *, host: str | None, port: int | None, exiting: bool = False
+    settings: Settings,
+    *,
+    host: str | None,
+    port: int | None,
+    exiting: bool = False,
+    received: Sequence[int] = (),
 ) -> None:
     """The web application alone until SIGTERM/SIGINT: the API (its drain runs jobs here,
     for deployments without a daemon), the dashboard, /health and /metrics."""
     registry = load_handlers(settings)
-    async with database(settings) as db, observability.sentry(settings):
+    async with (
+        _stoppable(exiting=exiting, received=received) as stop,
+        database(settings) as db,
+        observability.sentry(settings),
+    ):
         services = web_services(settings, db, registry, None)
         bind_port = port if port is not None else (settings.http_port or 8080)
         async with _web(services, host, bind_port):
-            with _stop_signals(exiting=exiting) as signals:
-                async for signum in signals:
-                    log.info("signal_received", signal=signal.Signals(signum).name)
-                    break
+            stopped = anyio.Event()
+            stop.graceful = stopped.set  # requests in flight get to finish
+            await stopped.wait()
 
 
 # -- migrations, schedules file, demo ---------------------------------------------------------

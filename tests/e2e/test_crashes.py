@@ -166,7 +166,12 @@ def test_sigterm_while_starting_stops_quietly(after_s: float) -> None:
     the worker's code first runs (its SIGTERM handler is in place): before that the
     interpreter itself is starting, and the signal's default action applies."""
     env = worker_env("postgresql://postgres@127.0.0.1:1/unreachable")
-    for argv, expected in ((["-m", "worker"], 0), (["-m", "worker", "migrate"], 143)):
+    cases = (
+        (["-m", "worker"], 0),
+        (["-m", "worker", "serve"], 0),
+        (["-m", "worker", "migrate"], 143),
+    )
+    for argv, expected in cases:
         process = subprocess.Popen(
             [sys.executable, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -179,3 +184,26 @@ def test_sigterm_while_starting_stops_quietly(after_s: float) -> None:
         _, err = process.communicate(timeout=20)
         assert process.returncode == expected, (argv, err.decode()[-500:])
         assert b"Traceback" not in err
+
+
+def test_sigterm_during_a_handler_modules_import_stops_quietly(tmp_path: Path) -> None:
+    """The stop signal is recorded, not raised, until the event loop takes it over: raised
+    inside an import that converts exceptions, it became a traceback and exit 1."""
+    ready = tmp_path / "importing"
+    env = worker_env(
+        "postgresql://postgres@127.0.0.1:1/unreachable",
+        WORKER_HANDLER_MODULES="tests.support.slow_import",
+        SLOW_IMPORT_READY=str(ready),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err.decode()[-800:]
+    assert b"Traceback" not in err
+    assert b"signal_received" in err

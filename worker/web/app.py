@@ -18,6 +18,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import anyio
 import structlog
 import uvicorn
 from fastapi import FastAPI
@@ -165,4 +166,5 @@ async def serving(app: ASGIApp, *, host: str, port: int, **options: Any) -> Asyn
         yield bound
     finally:
         server.should_exit = True
-        await task
+        with anyio.CancelScope(shield=True):  # also when the block was cancelled
+            await task
