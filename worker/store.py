@@ -466,6 +466,8 @@ class Store:
         # In id order, as the heartbeat: the update walks the outcome rows in array order, so
         # two statements of this worker touching the same jobs lock them in the same order and
         # cannot deadlock (the chaos soak saw one between an outcome write and a heartbeat).
+        # The statement finds each job's outcome by binary search over the ids, and of two
+        # outcomes of one job (a stable sort keeps them in the order they came) the later.
         rows = sorted(rows, key=_job_id)
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(Finish._fields)
         result = await self.pool.fetch(

@@ -302,6 +302,33 @@ async def test_a_large_outcome_batch_is_not_joined_row_by_row(db: store.Store) -
     assert _rows_handled(write) <= 5 * n, _rows_handled(write)
 
 
+async def test_of_two_outcomes_of_one_job_in_a_batch_the_current_attempts_is_written(
+    db: store.Store,
+) -> None:
+    """A batch can hold an outcome whose lease was lost (the flusher waited out a database
+    restart) beside the outcome of the attempt that took the job again: the statement finds
+    each job's values by its position in the id-sorted arrays, and must take the later
+    one, the current attempt's. Taking the first, it wrote neither: the job stayed running
+    until its lease expired and ran once more."""
+    job_id = await db.pool.fetchval(
+        "INSERT INTO job_queue (task_type, status, attempts, locked_by, started_at)"
+        " VALUES ('noop', 'running', 2, 'w', now()) RETURNING id"
+    )
+    now = datetime.now(UTC)
+
+    def outcome(attempt: int, status: str) -> store.Finish:
+        return store.Finish(
+            job_id, attempt, status, 0.0, None, None, status, "ok", attempt, None, now, 0, True
+        )
+
+    stale, current = outcome(1, "failed"), outcome(2, "succeeded")
+    assert await db.finish([stale, current], worker_id="w") == {job_id}
+    row = await db.pool.fetchrow("SELECT status, attempts FROM job_queue WHERE id = $1", job_id)
+    assert (row["status"], row["attempts"]) == ("succeeded", 2)
+    runs = await db.pool.fetch("SELECT attempt, status FROM job_runs WHERE job_id = $1", job_id)
+    assert [(r["attempt"], r["status"]) for r in runs] == [(2, "succeeded")]
+
+
 async def test_a_claim_beside_an_analyzed_backlog_reads_only_what_it_claims(
     db: store.Store,
 ) -> None:
