@@ -22,8 +22,6 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-import psutil
-
 _WATCH_INTERVAL_S = 0.5
 
 
@@ -49,6 +47,8 @@ def _package(base_dir: Path) -> ModuleType:
 
 
 def _alive(pid: int) -> bool:
+    import psutil  # noqa: PLC0415 - 40-80 ms at start, needed only with the embedded server
+
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:

@@ -18,7 +18,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -45,7 +45,9 @@ from worker.admin.store import AdminStore
 from worker.clock import SystemClock
 from worker.config import Settings
 from worker.registry import REGISTRY, Registry
-from worker.web.services import DrainRequest, Services
+
+if TYPE_CHECKING:  # the web side is imported when the HTTP server starts (see _web)
+    from worker.web.services import DrainRequest, Services
 
 log = structlog.get_logger("worker.service")
 
@@ -460,6 +462,8 @@ def web_services(
     registry: Registry,
     telemetry: observability.Telemetry | None,
 ) -> Services:
+    from worker.web.services import Services  # noqa: PLC0415 - see _web
+
     async def drain(request: DrainRequest) -> dispatcher.Summary:
         """POST /api/v1/drain: a `--once` drain in this process, bounded."""
         scoped = settings
