@@ -36,7 +36,7 @@ HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|
 class Endpoint(pydantic.BaseModel):
     """One endpoint `call_endpoint` may POST to."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     url: AnyHttpUrl
     """Where the JSON body is POSTed."""
@@ -85,7 +85,7 @@ reference names, with the columns the handlers read and write."""
 class TableMap(pydantic.BaseModel):
     """Where one reference table is in this app's database."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     table: SqlName | None = None
     """The app's table, optionally schema-qualified (default: the reference name)."""
@@ -100,8 +100,8 @@ class HandlerSettings(BaseSettings):
         env_prefix="HANDLERS_",
         extra="ignore",
         frozen=True,
-        # The docstring under each field is its description (docs/reference/settings.md).
-        use_attribute_docstrings=True,
+        # The docstring under each field is its description in the generated reference
+        # (docs/gen_reference.py reads it from this file: see worker/config.py).
     )
 
     # -- every external API ---------------------------------------------------------------
