@@ -31,16 +31,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import pydantic
 import structlog
-from croniter import croniter
 
 from worker import errors, faults, names, store, values
 from worker.clock import Clock, SystemClock
 from worker.config import Settings
+
+if TYPE_CHECKING:  # imported where a cron expression is first read: ~60 ms of a start
+    from croniter import croniter
 
 log = structlog.get_logger("worker.scheduler")
 
@@ -157,6 +159,8 @@ def _value(index: int, token: str) -> int | None:
 def _croniter_problem(text: str) -> str | None:
     """The grammar above is stricter than croniter's; this only guards against the two
     disagreeing (and so never shows when they agree)."""
+    from croniter import croniter  # noqa: PLC0415 - see the imports
+
     try:
         croniter(text, datetime(2000, 1, 1)).get_next(datetime)
     except Exception as exc:  # croniter raises several unrelated types
@@ -286,6 +290,8 @@ def _compile(expr: str) -> _Cron:
     problem = _cron_problem(expr)
     if problem is not None:
         raise errors.ScheduleError(problem)
+    from croniter import croniter  # noqa: PLC0415 - see the imports
+
     text = expr.strip(" \t").lower()
     walls = croniter(ALIASES.get(text, text), datetime(2000, 1, 1))
     return _Cron(walls.expanded[1] == ["*"], walls)
