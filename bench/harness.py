@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
+import functools
 import json
 import os
 import secrets
@@ -222,9 +224,20 @@ async def wait_drained(
 # ------------------------------------------------------------------- contenders
 
 
+@functools.cache
+def _compile_sources() -> None:
+    """Byte-compile the checkout's packages once, as pip does for an installed one. From an
+    editable install under PYTHONDONTWRITEBYTECODE (set on some machines and images) every
+    start compiled the worker's modules from source: ~0.12 s of each start-up, which the
+    installed pgqueuer never pays."""
+    for package in (REPO_DIR / "worker", REPO_DIR / "handlers", BENCH_DIR):
+        compileall.compile_dir(package, quiet=1)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment a user's shell would give: ours without any WORKER_/BENCH_ setting,
     with bench/ importable (the handler modules live there)."""
+    _compile_sources()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "BENCH_", "PG"))}
     env.pop("DATABASE_URL", None)
     env["PYTHONPATH"] = os.pathsep.join([str(BENCH_DIR), str(REPO_DIR)])
