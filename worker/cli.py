@@ -412,13 +412,12 @@ def main(argv: Sequence[str] | None = None, *, received: Sequence[int] = ()) -> 
     if not in_loop:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    args.received = received
     try:
         settings = config.load()
         observability.configure_logging(
             settings.log_format, settings.log_level, observability.Scrubber.from_settings(settings)
         )
-        return _dispatch(args, settings)
+        return _dispatch(args, settings, received)
     except _REFUSALS as exc:
         _print_error(exc)
         return EXIT_USAGE
@@ -486,10 +485,10 @@ def _admin(settings: config.Settings, call: AdminCall) -> Any:
     return _run(session)
 
 
-def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
+def _dispatch(args: argparse.Namespace, settings: config.Settings, received: Sequence[int]) -> int:
     command = args.command or "run"
     if command == "run":
-        return _run_command(args, settings)
+        return _run_command(args, settings, received)
     if command == "migrate":
         applied = _run(service.migrate, settings, reference=args.reference)
         shown = [
@@ -505,7 +504,7 @@ def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
             host=args.host,
             port=args.port,
             exiting=True,
-            received=args.received,
+            received=received,
         )
         return EXIT_OK
     if command == "demo":
@@ -547,12 +546,14 @@ def _import_pg_cron(args: argparse.Namespace, settings: config.Settings) -> int:
     return EXIT_JOBS_FAILED if report.failed else EXIT_OK
 
 
-def _run_command(args: argparse.Namespace, settings: config.Settings) -> int:
+def _run_command(
+    args: argparse.Namespace, settings: config.Settings, received: Sequence[int]
+) -> int:
     summary, report = _run(
         service.run,
         settings,
         exiting=True,
-        received=args.received,
+        received=received,
         once=args.once,
         max_jobs=args.max_jobs,
         task_types=args.task_type,

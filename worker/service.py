@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -231,7 +231,7 @@ async def run(
     `once` is a whole cron-runner pass (GitHub Actions, Railway cron): it fires the due
     schedule ticks (per their missed-tick policy), rescues expired leases, prunes, reports
     to Sentry, then drains; `max_jobs`, `task_types` and `queues` bound the drain.
-    `exiting`: the process ends after this (the CLI), see _stop_signals. `received`: stop
+    `exiting`: the process ends after this (the CLI), see _stoppable. `received`: stop
     signals that came before the event loop ran (worker/__main__.py keeps them), acted on
     as soon as it does; a stop before the first claim returns an empty summary.
     """
@@ -417,34 +417,29 @@ class _Stop:
 
 @contextlib.asynccontextmanager
 async def _stoppable(*, exiting: bool, received: Sequence[int]) -> AsyncIterator[_Stop]:
-    """The block under the stop signals (a _Stop). Those that came before the event loop
+    """The block under SIGTERM and SIGINT (a _Stop). Those that came before the event loop
     took them over (`received`, kept by worker/__main__.py while it imported) are acted on
     first. The process's handler until then only records a signal: raising from it would
     land wherever Python happened to be, such as inside an import that turns the exception
-    into another one (a traceback and exit 1 instead of a quiet stop)."""
+    into another one (a traceback and exit 1 instead of a quiet stop).
+
+    Leaving the receiver gives the signals their default action, so a second signal during
+    the rest of the stop (closing the HTTP server and the pools, the interpreter's own exit:
+    a few hundred ms) killed the process by the signal (exit 143 or 130) after a clean
+    shutdown. `exiting` (the process ends after this stop): they are ignored from then on,
+    since the stop under way is what either asks for; otherwise the handlers in place before
+    come back."""
     stop = _Stop()
-    with _stop_signals(exiting=exiting) as signals:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(stop.follow, signals)
-            for signum in list(received):  # after the receiver is in place: none is missed
-                stop.signal(signum)
-            with stop.scope:
-                yield stop
-            tg.cancel_scope.cancel()
-
-
-@contextlib.contextmanager
-def _stop_signals(*, exiting: bool) -> Iterator[AsyncIterator[int]]:
-    """SIGTERM and SIGINT as a stream while the block runs. Leaving the receiver gives them
-    their default action, so a second signal during the rest of the stop (closing the HTTP
-    server and the pools, the interpreter's own exit: a few hundred ms) killed the process
-    by the signal (exit 143 or 130) after a clean shutdown. `exiting` (the process ends
-    after this stop): they are ignored from then on, since the stop under way is what
-    either asks for; otherwise the handlers in place before come back."""
     before = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
     try:
         with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
-            yield signals
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stop.follow, signals)
+                for signum in list(received):  # after the receiver is in place: none missed
+                    stop.signal(signum)
+                with stop.scope:
+                    yield stop
+                tg.cancel_scope.cancel()
     finally:
         for signum, handler in before.items():
             if exiting:
